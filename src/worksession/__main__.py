@@ -1,0 +1,3 @@
+from worksession.cli import main
+
+main()

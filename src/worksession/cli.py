@@ -1,0 +1,119 @@
+"""The ``worksession`` command: serve, migrate, sweep, token."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from worksession.config import Settings
+
+cli = typer.Typer(
+    help="worksession: live work sessions between a seeker and a provider.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold tokens or message text
+)
+logger = logging.getLogger("worksession.cli")
+
+
+class TokenUserType(StrEnum):
+    seeker = "seeker"
+    provider = "provider"
+    service = "service"
+
+
+def _settings() -> Settings:
+    from worksession.ops.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return settings
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the service (uvicorn with uvloop and httptools)."""
+    import uvicorn
+
+    from worksession.lifespan import describe_database
+    from worksession.migrate import ensure_schema
+
+    settings = _settings()
+    logger.info("database: %s", describe_database(settings.database_url))
+    ensure_schema(settings)
+    uvicorn.run(
+        "worksession.main:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame_bytes,
+        # permessage-deflate more than doubles the memory each socket holds.
+        ws_per_message_deflate=False,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema to the newest revision (Alembic upgrade head)."""
+    from worksession import migrate as migrations
+
+    settings = _settings()
+    migrations.upgrade(settings.database_url)
+    typer.echo("database schema is at the newest revision")
+
+
+@cli.command()
+def sweep() -> None:
+    """Delete expired chat messages, stale typing indicators and expired session events now."""
+    from worksession.kit.db import Database
+    from worksession.sessions.retention import sweep_expired
+
+    settings = _settings()
+
+    async def run() -> None:
+        db = Database(settings.database_url)
+        try:
+            async with db.transaction() as session:
+                result = await sweep_expired(
+                    session, retention_hours=settings.message_retention_hours
+                )
+        finally:
+            await db.dispose()
+        typer.echo(
+            f"deleted {result.messages} chat messages, {result.typing_indicators} typing "
+            f"indicators, {result.events} session events"
+        )
+
+    asyncio.run(run())
+
+
+@cli.command()
+def token(
+    sub: Annotated[str, typer.Option(help="User id (the JWT sub).")],
+    user_type: Annotated[TokenUserType, typer.Option(help="Who the token is for.")],
+    ttl: Annotated[int, typer.Option(min=1, help="Lifetime in seconds.")] = 3600,
+) -> None:
+    """Print a signed token, for trying the service out."""
+    from worksession.lifespan import build_verifier
+
+    verifier = build_verifier(Settings())
+    typer.echo(verifier.issue(sub=sub, user_type=user_type.value, ttl_s=ttl))
+
+
+def main() -> None:
+    cli()

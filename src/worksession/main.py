@@ -1,0 +1,31 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from worksession import __version__
+from worksession.config import Settings
+from worksession.lifespan import lifespan
+from worksession.ops import health
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="worksession",
+        version=__version__,
+        summary="Live work sessions between a seeker and a provider.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or Settings()
+    app.include_router(health.router)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Entry point for uvicorn's factory mode: every worker process reads the environment."""
+    from worksession.ops.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return create_app(settings)

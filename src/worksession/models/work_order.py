@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Float, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from worksession.kit.sqltypes import JSONType, UTCDateTime
+from worksession.models.base import Base, Timestamped, UserId
+
+
+class WorkOrder(Timestamped, Base):
+    """A seeker's request for work, offered to one or more providers (``work_offers``)."""
+
+    __tablename__ = "work_orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    seeker_id: Mapped[str] = mapped_column(UserId)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    seeker_latitude: Mapped[float | None] = mapped_column(Float)
+    seeker_longitude: Mapped[float | None] = mapped_column(Float)
+    offer_expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'accepted', 'rejected', 'expired', 'cancelled', 'completed')",
+            name="status",
+        ),
+        # The offer-expiry job scans pending orders by deadline.
+        Index(None, "status", "offer_expires_at"),
+        Index(None, "seeker_id"),
+    )

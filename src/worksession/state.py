@@ -1,0 +1,26 @@
+"""The objects one worker process shares between requests, built by the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from worksession.config import Settings
+from worksession.kit.broker import Broker
+from worksession.kit.db import Database
+from worksession.kit.jwt import TokenVerifier
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    db: Database
+    broker: Broker
+    verifier: TokenVerifier
+
+
+def get_state(connection: HTTPConnection) -> AppState:
+    state = connection.app.state.worksession
+    assert isinstance(state, AppState)
+    return state
