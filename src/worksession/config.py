@@ -61,12 +61,13 @@ class Settings(BaseSettings):
     def _refuse_weak_secrets_in_production(self) -> Settings:
         if not self.allowed_algorithms:
             raise ValueError("WORKSESSION_JWT_ALGORITHMS lists no algorithm")
-        uses_hmac = any(a.startswith("HS") for a in self.allowed_algorithms)
-        if self.env == "production" and uses_hmac:
+        hmac_algorithms = [a for a in self.allowed_algorithms if a.startswith("HS")]
+        if self.env == "production" and hmac_algorithms:
             if self.jwt_secret == DEFAULT_JWT_SECRET:
                 raise ValueError("WORKSESSION_JWT_SECRET is the development default")
-            if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
-                raise ValueError(f"WORKSESSION_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes")
+            needed = max(HMAC_MIN_KEY_BYTES.get(a, MIN_SECRET_BYTES) for a in hmac_algorithms)
+            if len(self.jwt_secret.encode()) < needed:
+                raise ValueError(f"WORKSESSION_JWT_SECRET is shorter than {needed} bytes")
         uses_public_key = any(not a.startswith("HS") for a in self.allowed_algorithms)
         if uses_public_key and not self.jwt_public_key:
             raise ValueError("an asymmetric JWT algorithm needs WORKSESSION_JWT_PUBLIC_KEY")
