@@ -3,7 +3,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from worksession.kit.sqltypes import UTCDateTime
@@ -22,6 +31,9 @@ class ChatMessage(Timestamped, Base):
     sender_type: Mapped[str] = mapped_column(String(10))
     message_text: Mapped[str] = mapped_column(Text)
     client_msg_id: Mapped[str | None] = mapped_column(String(64))
+    # The seq of the event that announced the message, so that a retried send can be
+    # answered with the original ack, byte for byte.
+    seq: Mapped[int | None] = mapped_column(Integer)
     delivery_status: Mapped[str] = mapped_column(String(20), default="sent")
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -178,6 +178,7 @@ def upgrade() -> None:
         sa.Column("sender_type", sa.String(length=10), nullable=False),
         sa.Column("message_text", sa.Text(), nullable=False),
         sa.Column("client_msg_id", sa.String(length=64), nullable=True),
+        sa.Column("seq", sa.Integer(), nullable=True),
         sa.Column("delivery_status", sa.String(length=20), nullable=False),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),

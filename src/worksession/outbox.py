@@ -1,0 +1,52 @@
+"""What a transaction wants published, held until the transaction has committed.
+
+Services write into an ``Outbox`` while they change the database; the edge (gateway, REST
+router, scheduled job) publishes it only after ``COMMIT``, and simply drops it when the
+transaction rolls back, so nobody is ever told about a change that did not happen.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from worksession.sessions.events import LoggedEvent
+
+Role = Literal["seeker", "provider"]
+
+
+def user_channel(role: str, user_id: str) -> str:
+    """The broker channel of one user in one role; every socket of that user listens on it."""
+    return f"ws:{role}:{user_id}"
+
+
+def dumps(value: Any) -> str:
+    """The one JSON encoding of the wire: compact, UTF-8, key order as built."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass(slots=True)
+class Outbox:
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+    origin: str | None = None
+    """The id of the socket whose frame caused this, set by the gateway; a frame published
+    with ``skip_origin`` is not delivered to that socket, which got it as a direct answer."""
+
+    def event(self, event: LoggedEvent, *, seeker_id: str, provider_id: str) -> None:
+        """A logged event goes to both participants; each socket renders it for its role."""
+        payload = dumps({"event": event.to_wire()}).encode()
+        self.messages.append((user_channel("seeker", seeker_id), payload))
+        self.messages.append((user_channel("provider", provider_id), payload))
+
+    def frame(
+        self, role: Role, user_id: str, frame: dict[str, Any], *, skip_origin: bool = False
+    ) -> None:
+        """An ephemeral frame (no seq), sent as is to every socket of one user."""
+        envelope: dict[str, Any] = {"frame": frame}
+        if skip_origin and self.origin:
+            envelope["skip"] = self.origin
+        self.messages.append((user_channel(role, user_id), dumps(envelope).encode()))
+
+    def __bool__(self) -> bool:
+        return bool(self.messages)
