@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
@@ -16,8 +16,16 @@ from sqlalchemy.ext.asyncio import (
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
+DbSession: TypeAlias = AsyncSession
+"""What a service receives: one open transaction. Callers outside the service layer name it
+by this alias and never import SQLAlchemy themselves."""
+
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # The sqlite3 driver's own transaction handling defers BEGIN to the first write and
+    # turns a leading SAVEPOINT into a commit; switch it off and let SQLAlchemy's "begin"
+    # event below issue BEGIN itself (the recipe in SQLAlchemy's SQLite dialect docs).
+    dbapi_connection.isolation_level = None
     # WAL lets a CLI sweep read while the server writes; the busy timeout makes a second
     # process wait for the write lock instead of failing with "database is locked".
     cursor = dbapi_connection.cursor()
@@ -26,6 +34,12 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    # IMMEDIATE takes the write lock up front: a transaction that reads and then writes can
+    # never fail half-way with SQLITE_BUSY because another process wrote in between.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -39,6 +53,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=30)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
+        event.listen(engine.sync_engine, "begin", _begin_immediate)
         return engine
     return create_async_engine(
         url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_recycle=1800
