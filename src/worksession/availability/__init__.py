@@ -1,0 +1,1 @@
+"""Provider active status and seeker search preference."""

@@ -1,0 +1,62 @@
+"""SQL for the provider active status and the seeker search preference (one row per user)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from worksession.models import ProviderActiveStatus, SeekerSearchPreference
+
+
+def _insert(db: AsyncSession, model: Any) -> Any:
+    # Both dialects spell the upsert ON CONFLICT ... DO UPDATE, but each builds its own
+    # statement class; pick the one of the database this session is bound to.
+    if db.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
+
+
+async def upsert_provider_active(
+    db: AsyncSession, *, provider_id: str, active: bool, now: datetime
+) -> None:
+    statement = _insert(db, ProviderActiveStatus).values(
+        provider_id=provider_id, is_active=active, updated_at=now
+    )
+    await db.execute(
+        statement.on_conflict_do_update(
+            index_elements=[ProviderActiveStatus.provider_id],
+            set_={"is_active": active, "updated_at": now},
+        )
+    )
+
+
+async def upsert_seeker_searching(
+    db: AsyncSession, *, seeker_id: str, searching: bool, now: datetime
+) -> None:
+    statement = _insert(db, SeekerSearchPreference).values(
+        seeker_id=seeker_id, is_searching=searching, updated_at=now
+    )
+    await db.execute(
+        statement.on_conflict_do_update(
+            index_elements=[SeekerSearchPreference.seeker_id],
+            set_={"is_searching": searching, "updated_at": now},
+        )
+    )
+
+
+async def provider_active(db: AsyncSession, provider_id: str) -> bool | None:
+    query = select(ProviderActiveStatus.is_active).where(
+        ProviderActiveStatus.provider_id == provider_id
+    )
+    return (await db.execute(query)).scalar_one_or_none()
+
+
+async def seeker_searching(db: AsyncSession, seeker_id: str) -> bool | None:
+    query = select(SeekerSearchPreference.is_searching).where(
+        SeekerSearchPreference.seeker_id == seeker_id
+    )
+    return (await db.execute(query)).scalar_one_or_none()

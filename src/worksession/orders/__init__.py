@@ -1,0 +1,1 @@
+"""Work orders, their offers to providers, and the first-accept-wins acceptance."""

@@ -1,0 +1,135 @@
+"""Work order models of the internal REST API, and the ``work_request`` frame.
+
+The REST router validates requests with these models and the service returns them, so the
+OpenAPI document is generated from exactly what the code accepts and answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Final
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    Strict,
+    WithJsonSchema,
+)
+
+from worksession.kit.clock import isoformat_z
+from worksession.models.base import USER_ID_LENGTH
+from worksession.outbox import dumps
+
+MAX_PROVIDERS: Final = 50
+MAX_DETAILS_BYTES: Final = 4096
+MAX_WORK_ID: Final = 2**31 - 1
+"""The largest id the work_orders key holds (int4 on PostgreSQL); no order has a larger one."""
+
+UserIdField = Annotated[str, Strict(), Field(min_length=1, max_length=USER_ID_LENGTH)]
+# Strict: a JSON number (an integer is fine), never a string, a boolean, NaN or infinity.
+Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+# The same spelling as every WebSocket frame: UTC, milliseconds, a Z suffix.
+UtcTimestamp = Annotated[
+    AwareDatetime,
+    PlainSerializer(isoformat_z, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+def _unique(ids: list[str]) -> list[str]:
+    # Refused rather than silently collapsed: a duplicate is a bug in the calling service.
+    if len(set(ids)) != len(ids):
+        raise ValueError("provider_ids must not repeat an id")
+    return ids
+
+
+def _small_json(details: dict[str, Any]) -> dict[str, Any]:
+    try:
+        encoded = dumps(details).encode()
+    except ValueError:  # NaN or infinity: not JSON, and PostgreSQL's jsonb refuses it
+        raise ValueError("details must be plain JSON (no NaN or Infinity)") from None
+    if len(encoded) > MAX_DETAILS_BYTES:
+        raise ValueError(f"details must encode to at most {MAX_DETAILS_BYTES} bytes of JSON")
+    return details
+
+
+class Location(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lat: Annotated[Finite, Field(ge=-90, le=90, examples=[12.9716])]
+    lng: Annotated[Finite, Field(ge=-180, le=180, examples=[77.5946])]
+
+
+class WorkOrderCreate(BaseModel):
+    """A seeker's request, offered at once to every listed provider; first accept wins."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeker_id: UserIdField
+    provider_ids: Annotated[
+        list[UserIdField],
+        Field(min_length=1, max_length=MAX_PROVIDERS),
+        AfterValidator(_unique),
+    ]
+    details: Annotated[
+        dict[str, Any],
+        AfterValidator(_small_json),
+        Field(
+            default_factory=dict,
+            description=f"Free-form JSON sent to the providers; at most {MAX_DETAILS_BYTES} "
+            "bytes once compactly encoded.",
+        ),
+    ]
+    seeker_location: Location | None = None
+
+
+class OfferView(BaseModel):
+    provider_id: str
+    status: str = Field(description="offered, accepted, declined, withdrawn or expired")
+    responded_at: UtcTimestamp | None
+
+
+class WorkOrderView(BaseModel):
+    work_id: int
+    seeker_id: str
+    status: str = Field(description="pending, accepted, rejected, expired, cancelled or completed")
+    details: dict[str, Any]
+    seeker_location: Location | None
+    created_at: UtcTimestamp
+    expires_at: UtcTimestamp = Field(description="When the offers lapse if nobody accepts.")
+    offers: list[OfferView]
+    session_id: uuid.UUID | None = Field(description="The session created by the accept.")
+
+
+def pending_work_item(
+    *,
+    work_id: int,
+    details: dict[str, Any],
+    seeker_location: Location | None,
+    created_at: datetime,
+    expires_at: datetime,
+) -> dict[str, Any]:
+    """One entry of ``connected.pending_work``: a ``work_request`` frame without its type.
+
+    ``expires_at`` is our addition to the contract's fields, so a provider can show a
+    countdown.
+    """
+    return {
+        "work_id": work_id,
+        "details": details,
+        "seeker_location": (
+            {"lat": seeker_location.lat, "lng": seeker_location.lng} if seeker_location else None
+        ),
+        "created_at": isoformat_z(created_at),
+        "expires_at": isoformat_z(expires_at),
+    }
+
+
+def work_request_frame(item: dict[str, Any]) -> dict[str, Any]:
+    """The ``work_request`` frame an offered provider receives, from its pending-work item."""
+    return {"type": "work_request", **item}

@@ -1,0 +1,78 @@
+"""Who is calling the REST API: the bearer JWT, verified, and the role it must have.
+
+Routers declare ``caller: ServiceCaller`` (internal API, ``service`` tokens) or
+``caller: ParticipantCaller`` (seeker and provider tokens) and list ``AUTH_RESPONSES`` in
+their ``responses=``. The token itself is never logged; a refusal logs the verifier's
+fixed-vocabulary reason only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from worksession.kit.jwt import Claims, InvalidToken, UserType
+from worksession.state import get_state
+
+logger = logging.getLogger(__name__)
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    bearerFormat="JWT",
+    description="`Authorization: Bearer <jwt>` with `sub`, `user_type` and `exp` claims.",
+)
+_CHALLENGE: Final = {"WWW-Authenticate": "Bearer"}
+
+
+class ErrorDetail(BaseModel):
+    """The body of every REST error other than a validation error."""
+
+    detail: str
+
+
+AUTH_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    status.HTTP_401_UNAUTHORIZED: {
+        "model": ErrorDetail,
+        "description": "Missing, malformed, badly signed or expired bearer token",
+    },
+    status.HTTP_403_FORBIDDEN: {
+        "model": ErrorDetail,
+        "description": "The token's user_type may not use this endpoint",
+    },
+}
+
+
+async def _authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Claims:
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Missing bearer token", _CHALLENGE)
+    try:
+        return get_state(request).verifier.verify(credentials.credentials)
+    except InvalidToken as exc:
+        logger.info("REST token refused: %s", exc.reason)
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "Invalid or expired token", _CHALLENGE
+        ) from None
+
+
+def _require(*allowed: UserType) -> Callable[[Claims], Awaitable[Claims]]:
+    async def check(claims: Annotated[Claims, Depends(_authenticate)]) -> Claims:
+        if claims.user_type not in allowed:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"This endpoint is for {' or '.join(allowed)} tokens"
+            )
+        return claims
+
+    return check
+
+
+ServiceCaller = Annotated[Claims, Depends(_require("service"))]
+ParticipantCaller = Annotated[Claims, Depends(_require("seeker", "provider"))]
