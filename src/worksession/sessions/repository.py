@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from worksession.models import SessionEvent, WorkSession
+from worksession.models import ChatMessage, SessionEvent, TypingIndicator, WorkOrder, WorkSession
 from worksession.sessions.states import ENDED_STATES, LIVE_STATES
 
 
@@ -97,4 +97,96 @@ async def live_session_of(db: AsyncSession, *, user_id: str, role: str) -> WorkS
         participant == user_id,
         WorkSession.connection_state.in_([s.value for s in LIVE_STATES]),
     )
+    return (await db.execute(query)).scalar_one_or_none()
+
+
+async def lock_session(db: AsyncSession, *, session_id: uuid.UUID) -> WorkSession | None:
+    """The session, locked for this transaction, whoever takes part in it (internal API)."""
+    query = select(WorkSession).where(WorkSession.session_id == session_id).with_for_update()
+    return (await db.execute(query)).scalar_one_or_none()
+
+
+async def finish_work_order(db: AsyncSession, *, work_order_id: int, status: str) -> bool:
+    """Move an ``accepted`` work order to ``status``; False when it was not ``accepted``."""
+    result = await db.execute(
+        update(WorkOrder)
+        .where(WorkOrder.id == work_order_id, WorkOrder.status == "accepted")
+        .values(status=status)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def expire_messages_of_session(
+    db: AsyncSession, *, session_pk: int, expires_at: datetime
+) -> int:
+    result = await db.execute(
+        update(ChatMessage)
+        .where(ChatMessage.session_id == session_pk)
+        .values(expires_at=expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def stop_typing_in_session(db: AsyncSession, *, session_pk: int) -> int:
+    result = await db.execute(
+        update(TypingIndicator)
+        .where(TypingIndicator.session_id == session_pk, TypingIndicator.is_typing.is_(True))
+        .values(is_typing=False)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class LivePositions(NamedTuple):
+    id: int
+    session_id: uuid.UUID
+    seeker_id: str
+    provider_id: str
+    seeker_latitude: float
+    seeker_longitude: float
+    provider_latitude: float
+    provider_longitude: float
+
+
+async def live_sessions_with_positions(
+    db: AsyncSession, *, after_id: int, limit: int
+) -> list[LivePositions]:
+    """One keyset page (``id > after_id``, by id) of live sessions whose two positions are known.
+
+    Only the columns the distance ticker needs are read, so a page of hundreds of sessions
+    is one narrow index-ordered scan, not hundreds of ORM objects.
+    """
+    query = (
+        select(
+            WorkSession.id,
+            WorkSession.session_id,
+            WorkSession.seeker_id,
+            WorkSession.provider_id,
+            WorkSession.seeker_latitude,
+            WorkSession.seeker_longitude,
+            WorkSession.provider_latitude,
+            WorkSession.provider_longitude,
+        )
+        .where(
+            WorkSession.id > after_id,
+            WorkSession.connection_state.in_([s.value for s in LIVE_STATES]),
+            WorkSession.seeker_latitude.is_not(None),
+            WorkSession.seeker_longitude.is_not(None),
+            WorkSession.provider_latitude.is_not(None),
+            WorkSession.provider_longitude.is_not(None),
+        )
+        .order_by(WorkSession.id)
+        .limit(limit)
+    )
+    return [LivePositions._make(row) for row in (await db.execute(query)).all()]
+
+
+async def session_for(
+    db: AsyncSession, *, session_id: uuid.UUID, user_id: str, role: str
+) -> WorkSession | None:
+    """The session if ``user_id`` takes part in it as ``role``; read only, no lock."""
+    participant = WorkSession.seeker_id if role == "seeker" else WorkSession.provider_id
+    query = select(WorkSession).where(WorkSession.session_id == session_id, participant == user_id)
     return (await db.execute(query)).scalar_one_or_none()
