@@ -1,4 +1,4 @@
-"""Builds and tears down what a worker process needs: database, broker, verifier."""
+"""Builds and tears down what a worker process needs: database, broker, hub, scheduler."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from worksession.config import Settings
 from worksession.kit.broker import Broker, MemoryBroker
 from worksession.kit.db import Database
 from worksession.kit.jwt import TokenVerifier
+from worksession.realtime.connections import CLOSE_RESTARTING, Hub
+from worksession.realtime.gateway import close_all
+from worksession.scheduler import Jobs, build_scheduler
 from worksession.state import AppState
 
 logger = logging.getLogger(__name__)
@@ -30,7 +33,9 @@ def build_verifier(settings: Settings) -> TokenVerifier:
 
 def build_broker(settings: Settings) -> Broker:
     if settings.redis_url:
-        raise NotImplementedError("the Redis broker arrives with the scale-out work")
+        from worksession.kit.redis_broker import RedisBroker
+
+        return RedisBroker(settings.redis_url)
     return MemoryBroker()
 
 
@@ -44,8 +49,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     db = Database(settings.database_url)
     broker = build_broker(settings)
-    state = AppState(settings=settings, db=db, broker=broker, verifier=build_verifier(settings))
-    await broker.start(lambda _channel, _payload: None)
+    hub = Hub(subscribe=broker.subscribe, unsubscribe=broker.unsubscribe)
+    state = AppState(
+        settings=settings, db=db, broker=broker, verifier=build_verifier(settings), hub=hub
+    )
+    await broker.start(hub.deliver)
+    scheduler = build_scheduler(Jobs(settings, db, broker), settings)
+    scheduler.start()
     app.state.worksession = state
     logger.info(
         "worksession ready: database %s, broker %s",
@@ -55,5 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        scheduler.shutdown(wait=False)
+        await close_all(state, CLOSE_RESTARTING, "server restarting")
         await broker.close()
         await db.dispose()

@@ -8,6 +8,8 @@ from worksession import __version__
 from worksession.config import Settings
 from worksession.lifespan import lifespan
 from worksession.ops import health
+from worksession.orders import rest as orders_rest
+from worksession.realtime import gateway
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -19,6 +21,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or Settings()
     app.include_router(health.router)
+    app.include_router(orders_rest.router)
+    app.include_router(gateway.router)
     return app
 
 

@@ -8,10 +8,14 @@ transaction rolls back, so nobody is ever told about a change that did not happe
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from worksession.kit.broker import Broker
 from worksession.sessions.events import LoggedEvent
+
+logger = logging.getLogger(__name__)
 
 Role = Literal["seeker", "provider"]
 
@@ -50,3 +54,14 @@ class Outbox:
 
     def __bool__(self) -> bool:
         return bool(self.messages)
+
+
+async def publish(broker: Broker, outbox: Outbox) -> None:
+    """Publish after commit. A broker failure loses nothing that matters: the events are in
+    the log and every client heals from it (gap filling, ``resume``)."""
+    if not outbox:
+        return
+    try:
+        await broker.publish(outbox.messages)
+    except Exception as exc:
+        logger.warning("broker publish failed (%s); clients heal from the event log", exc)

@@ -10,6 +10,7 @@ from worksession.config import Settings
 from worksession.kit.broker import Broker
 from worksession.kit.db import Database
 from worksession.kit.jwt import TokenVerifier
+from worksession.realtime.connections import Hub
 
 
 @dataclass(slots=True)
@@ -18,6 +19,7 @@ class AppState:
     db: Database
     broker: Broker
     verifier: TokenVerifier
+    hub: Hub
 
 
 def get_state(connection: HTTPConnection) -> AppState:

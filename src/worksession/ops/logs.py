@@ -73,6 +73,8 @@ def configure_logging(*, level: str = "INFO", fmt: str = "text") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # One line per job run every second drowns everything else.
+    logging.getLogger("apscheduler").setLevel(max(root.level, logging.WARNING))
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, StripQueryString) for f in access.filters):
         access.addFilter(StripQueryString())

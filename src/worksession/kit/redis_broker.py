@@ -1,0 +1,125 @@
+"""The Redis backend of :class:`~worksession.kit.broker.Broker`: one pub/sub connection per
+worker process, shared by all of its sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from worksession.kit.broker import Broker, Deliver
+
+logger = logging.getLogger(__name__)
+
+RECONNECT_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class RedisBroker(Broker):
+    """At most once, like every Broker: Redis pub/sub forgets what it could not deliver.
+
+    redis-py's asyncio ``PubSub`` does not reconnect on its own; the listener task
+    re-creates the subscription with backoff and re-subscribes every channel this worker
+    needs. ``on_reconnect`` callbacks then let the caller replay what was missed.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._client: Redis = Redis.from_url(url, health_check_interval=10)
+        self._channels: set[str] = set()
+        # A channel of our own keeps the pub/sub connection open while no user is online.
+        self._control = f"ws:_worker:{uuid.uuid4().hex}"
+        self._pubsub: PubSub | None = None
+        self._deliver: Deliver | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self.reconnects = 0
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        await self._connect()
+        self._listener = asyncio.create_task(self._listen(), name="redis-broker-listener")
+
+    async def _connect(self) -> None:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self._control, *sorted(self._channels))
+        self._pubsub = pubsub
+        self._connected.set()
+
+    async def _listen(self) -> None:
+        attempt = 0
+        while True:
+            pubsub = self._pubsub
+            try:
+                if pubsub is None:
+                    await self._connect()
+                    self.reconnects += 1
+                    attempt = 0
+                    logger.info("broker reconnected")
+                    continue
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message.get("type") == "message":
+                    channel = message["channel"]
+                    if isinstance(channel, bytes):
+                        channel = channel.decode()
+                    if self._deliver is not None:
+                        self._deliver(channel, message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self._connected.clear()
+                if pubsub is not None:
+                    logger.warning("broker connection lost: %s", type(exc).__name__)
+                    await _close_quietly(pubsub)
+                self._pubsub = None
+                delay = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
+                attempt += 1
+                await asyncio.sleep(delay)
+            except Exception:
+                logger.exception("broker listener error")
+                await asyncio.sleep(0.1)
+
+    async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        if len(messages) == 1:
+            channel, payload = messages[0]
+            await self._client.publish(channel, payload)
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for channel, payload in messages:
+                pipe.publish(channel, payload)
+            await pipe.execute()
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.unsubscribe(channel)
+
+    async def ping(self) -> None:
+        if not self._connected.is_set():
+            raise ConnectionError("broker subscription is down")
+        await self._client.ping()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._pubsub is not None:
+            await _close_quietly(self._pubsub)
+        await self._client.aclose()
+
+
+async def _close_quietly(pubsub: PubSub) -> None:
+    with contextlib.suppress(Exception):  # it is being dropped because it failed
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped

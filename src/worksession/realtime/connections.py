@@ -1,0 +1,280 @@
+"""Local sockets, their writer tasks, and the fan-out from the broker to them.
+
+One broker subscription per worker process feeds every local socket (the encode/broadcaster
+pattern): the :class:`Hub` subscribes a user's channel when that user's first socket on
+this worker connects and unsubscribes when the last one leaves. Each :class:`Connection`
+has one writer task draining a bounded queue; a socket whose queue stays full is closed
+with 1008 instead of growing memory.
+
+Each connection also tracks, per session, which ``seq`` numbers it has sent. An event it
+has already sent is dropped (the requester gets its answer directly, then the broker's
+copy); an event that skips ahead makes the writer read the missing ones from the log
+first, so a message the broker lost never shows up as a hole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from worksession.outbox import dumps, user_channel
+from worksession.sessions.events import LoggedEvent
+from worksession.sessions.render import TERMINAL_KINDS, render
+
+logger = logging.getLogger(__name__)
+
+FetchEvents = Callable[[uuid.UUID, int, int | None], Awaitable[list[LoggedEvent]]]
+"""(session_id, after_seq, before_seq or None) -> the logged events in between, in order."""
+
+CLOSE_SESSION_ENDED = 1000
+CLOSE_POLICY = 1008
+CLOSE_RESTARTING = 1012
+CLOSE_UNAUTHENTICATED = 4401
+
+
+class Socket(Protocol):
+    """What a connection needs of a WebSocket (Starlette's satisfies it)."""
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SendFrame:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendEvent:
+    event: LoggedEvent
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    session_id: uuid.UUID
+    after_seq: int
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSocket:
+    code: int
+    reason: str
+
+
+Item = SendFrame | SendEvent | Replay | CloseSocket
+
+
+@dataclass(slots=True)
+class SentRange:
+    """This socket has sent every event of a session with ``low < seq <= high``."""
+
+    low: int
+    high: int
+
+
+class Connection:
+    def __init__(
+        self,
+        socket: Socket,
+        *,
+        user_id: str,
+        role: str,
+        fetch_events: FetchEvents,
+        queue_size: int = 256,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.socket = socket
+        self.user_id = user_id
+        self.role = role
+        self.channel = user_channel(role, user_id)
+        self._fetch = fetch_events
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_size)
+        self._sent: dict[uuid.UUID, SentRange] = {}
+        self._writer: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+
+    # --- called from the reader, the hub and timers (never block) -----------------------
+
+    def start(self, *, baseline: dict[uuid.UUID, int]) -> None:
+        """Begin writing. ``baseline``: per session, the last seq the client already has
+        (from the ``connected`` snapshot); older events are not sent again unasked."""
+        for session_id, seq in baseline.items():
+            self._sent[session_id] = SentRange(seq, seq)
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
+
+    def offer(self, item: Item) -> None:
+        """Queue ``item``; a client too slow to keep its queue from filling is cut off."""
+        if self.closed.is_set():
+            return
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            logger.warning("closing a slow consumer (%s, queue full)", self.role)
+            self.close_soon(CLOSE_POLICY, "slow consumer")
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.offer(SendFrame(dumps(frame)))
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close now, from outside the writer: whatever is still queued is dropped."""
+        if self._closing is None and not self.closed.is_set():
+            self._closing = asyncio.create_task(self._close(code, reason))
+
+    async def wait_closed(self) -> None:
+        """Stop writing and wait for the writer (the reader calls this on disconnect)."""
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+        for task in (self._writer, self._closing):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.closed.set()
+
+    # --- the writer ----------------------------------------------------------------------
+
+    async def _close(self, code: int, reason: str) -> None:
+        writer = self._writer
+        if writer is not None and writer is not asyncio.current_task():
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        self.closed.set()
+        with contextlib.suppress(Exception):  # the peer may already be gone
+            await self.socket.close(code, reason)
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                item = await self._queue.get()
+                match item:
+                    case SendFrame(text):
+                        await self.socket.send_text(text)
+                    case SendEvent(event, request_id):
+                        await self._deliver(event, request_id)
+                        if event.kind in TERMINAL_KINDS:
+                            await self._close(CLOSE_SESSION_ENDED, "session ended")
+                            return
+                    case Replay(session_id, after_seq, request_id):
+                        await self._replay(session_id, after_seq, request_id)
+                    case CloseSocket(code, reason):
+                        await self._close(code, reason)
+                        return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the socket is gone; the reader sees the disconnect
+            logger.debug("writer stopped", exc_info=True)
+            self.closed.set()
+
+    async def _send_event(self, event: LoggedEvent, request_id: str | None = None) -> None:
+        frame = render(event, self.role)
+        if frame is None:
+            return
+        if request_id is not None:
+            frame = {**frame, "request_id": request_id}
+        await self.socket.send_text(dumps(frame))
+
+    async def _deliver(self, event: LoggedEvent, request_id: str | None) -> None:
+        sent = self._sent.get(event.session_id)
+        if sent is None:
+            # A session this socket has not heard of yet starts at seq 1 (work_accepted).
+            sent = self._sent[event.session_id] = SentRange(0, 0)
+        if event.seq <= sent.high:
+            return
+        if event.seq > sent.high + 1:
+            for missing in await self._fetch_or_nothing(event.session_id, sent.high, event.seq):
+                await self._send_event(missing)
+        await self._send_event(event, request_id)
+        sent.high = event.seq
+
+    async def _replay(self, session_id: uuid.UUID, after_seq: int, request_id: str | None) -> None:
+        """Send the events after ``after_seq`` that this socket has not sent, in order."""
+        sent = self._sent.setdefault(session_id, SentRange(after_seq, after_seq))
+        last = max(after_seq, sent.high)
+        for event in await self._fetch_or_nothing(session_id, after_seq, None):
+            if sent.low < event.seq <= sent.high:
+                continue
+            await self._send_event(event)
+            last = max(last, event.seq)
+        sent.low = min(sent.low, after_seq)
+        sent.high = max(sent.high, last)
+        resumed: dict[str, Any] = {
+            "type": "resumed",
+            "session_id": str(session_id),
+            "last_seq": sent.high,
+        }
+        if request_id is not None:
+            resumed["request_id"] = request_id
+        await self.socket.send_text(dumps(resumed))
+
+    async def _fetch_or_nothing(
+        self, session_id: uuid.UUID, after: int, before: int | None
+    ) -> list[LoggedEvent]:
+        try:
+            return await self._fetch(session_id, after, before)
+        except Exception:
+            # Without the log we cannot fill the gap; the client's own resume still can.
+            logger.warning("could not read the event log to fill a gap", exc_info=True)
+            return []
+
+
+@dataclass(slots=True)
+class Hub:
+    """This worker's sockets by channel, fed by the broker's single subscription."""
+
+    subscribe: Callable[[str], Awaitable[None]]
+    unsubscribe: Callable[[str], Awaitable[None]]
+    _by_channel: dict[str, set[Connection]] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def register(self, connection: Connection) -> None:
+        async with self._lock:
+            members = self._by_channel.setdefault(connection.channel, set())
+            members.add(connection)
+            if len(members) == 1:
+                await self.subscribe(connection.channel)
+
+    async def unregister(self, connection: Connection) -> None:
+        async with self._lock:
+            members = self._by_channel.get(connection.channel)
+            if members is None or connection not in members:
+                return
+            members.discard(connection)
+            if not members:
+                del self._by_channel[connection.channel]
+                await self.unsubscribe(connection.channel)
+
+    def deliver(self, channel: str, payload: bytes) -> None:
+        """The broker's callback: decode once, hand to every local socket of the channel."""
+        members = self._by_channel.get(channel)
+        if not members:
+            return
+        try:
+            envelope = json.loads(payload)
+            item: Item
+            if "event" in envelope:
+                item = SendEvent(LoggedEvent.from_wire(envelope["event"]))
+            else:
+                item = SendFrame(dumps(envelope["frame"]))
+        except (ValueError, KeyError, TypeError):
+            logger.error("dropping a malformed broker message on %s", channel.split(":")[1])
+            return
+        skip = envelope.get("skip")
+        for connection in list(members):
+            if connection.id != skip:
+                connection.offer(item)
+
+    def connections(self) -> list[Connection]:
+        return [c for members in self._by_channel.values() for c in members]
+
+    def count(self, role: str | None = None) -> int:
+        return sum(1 for c in self.connections() if role is None or c.role == role)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from worksession.realtime.ratelimit import TokenBucket, retry_after_ms
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_burst_then_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=20, burst=40, clock=clock)
+    assert all(bucket.take() == 0 for _ in range(40))
+    wait = bucket.take()
+    assert abs(wait - 0.05) < 1e-9  # one token every 50 ms
+    clock.now += 0.051
+    assert bucket.take() == 0
+
+
+def test_retry_after_is_at_least_a_millisecond() -> None:
+    assert retry_after_ms(0.0001) == 1
+    assert retry_after_ms(0.05) == 50
+
+
+def test_abuse_lasts_while_the_client_stays_over_the_limit() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=20, burst=40, clock=clock)
+    for _ in range(40):
+        bucket.take()
+    for _ in range(1100):  # 100 frames a second for 11 s: every fifth one passes
+        bucket.take()
+        clock.now += 0.01
+    assert bucket.dropping_for() >= 10
+
+
+def test_a_calm_second_ends_the_abuse() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=20, burst=40, clock=clock)
+    for _ in range(41):
+        bucket.take()
+    assert bucket.dropping_since is not None
+    clock.now += 1.5
+    assert bucket.take() == 0
+    assert bucket.dropping_for() == 0
