@@ -117,7 +117,7 @@ async def test_get_returns_the_order(client: httpx.AsyncClient, db_url: str) -> 
 async def test_get_unknown_order_is_404(client: httpx.AsyncClient, db_url: str) -> None:
     response = await client.get(f"{URL}/4242", headers=bearer(db_url))
     assert response.status_code == 404
-    assert response.json() == {"detail": "work order not found"}
+    assert response.json() == {"detail": "Work order not found", "code": "work_not_found"}
 
 
 @pytest.mark.parametrize("work_id", ["0", "-1", "2147483648", "99999999999999999999999", "abc"])

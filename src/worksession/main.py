@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from worksession import __version__
 from worksession.config import Settings
+from worksession.http_errors import install_error_handlers
 from worksession.lifespan import lifespan
 from worksession.ops import health
 from worksession.orders import rest as orders_rest
@@ -20,6 +21,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or Settings()
+    install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(orders_rest.router)
     app.include_router(gateway.router)

@@ -17,7 +17,7 @@ from worksession.chat import service as chat
 from worksession.config import Settings
 from worksession.kit.broker import Broker
 from worksession.kit.clock import utcnow
-from worksession.kit.db import Database, DbSession
+from worksession.kit.db import Database, DbSession, is_database_unavailable
 from worksession.orders import service as orders
 from worksession.outbox import Outbox, publish
 from worksession.sessions import service as sessions
@@ -39,8 +39,15 @@ class Jobs:
 
     async def _in_transaction(self, work: Callable[[DbSession, Outbox], Awaitable[int]]) -> int:
         outbox = Outbox()
-        async with self.db.transaction() as s:
-            count = await work(s, outbox)
+        try:
+            async with self.db.transaction() as s:
+                count = await work(s, outbox)
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            # The next run retries; one line a run instead of a traceback a second.
+            logger.warning("job skipped, database unavailable: %s", type(exc).__name__)
+            return 0
         await publish(self.broker, outbox)
         return count
 
@@ -56,15 +63,18 @@ class Jobs:
             lambda s, o: chat.stop_stale_typing(s, o, timeout_s=timeout)
         )
 
-    async def sweep(self) -> None:
-        async with self.db.transaction() as s:
+    async def sweep(self) -> int:
+        async def work(s: DbSession, _outbox: Outbox) -> int:
             result = await sweep_expired(s, retention_hours=self.settings.message_retention_hours)
-        logger.info(
-            "swept %d messages, %d typing indicators, %d events",
-            result.messages,
-            result.typing_indicators,
-            result.events,
-        )
+            logger.info(
+                "swept %d messages, %d typing indicators, %d events",
+                result.messages,
+                result.typing_indicators,
+                result.events,
+            )
+            return result.messages + result.typing_indicators + result.events
+
+        return await self._in_transaction(work)
 
 
 def build_scheduler(jobs: Jobs, settings: Settings) -> AsyncIOScheduler:

@@ -48,6 +48,7 @@ class Server:
     process: subprocess.Popen[bytes]
     log_path: Path
     settings: Settings
+    settings_database_url: str
 
     def token(self, sub: str, user_type: str, ttl_s: float = 3600) -> str:
         return build_verifier(self.settings).issue(
@@ -111,6 +112,7 @@ def start_server(db_url: str, log_dir: Path, **overrides: str) -> Server:
         process=process,
         log_path=log_path,
         settings=Settings(jwt_secret=SECRET),
+        settings_database_url=db_url,
     )
     deadline = time.monotonic() + 30
     while True:

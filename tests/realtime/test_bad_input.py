@@ -270,3 +270,24 @@ async def test_sustained_abuse_is_closed_with_1008(server: Server) -> None:
     assert 10 <= elapsed < 13
     limited = [f for f in client.received if f.get("code") == "rate_limited"]
     assert len(limited) > 500
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007_without_a_traceback(
+    server: Server,
+) -> None:
+    """RFC 6455 requires failing the connection here (binary frames get invalid_json)."""
+    async with open_client(server, "seeker", uid("seeker")) as client:
+        await client.ws.send(b'{"type":"ping","x":"\xff\xfe"}', text=True)
+        assert await client.closed_with() == 1007
+    assert "Traceback" not in server.log()
+
+
+async def test_query_string_tokens_never_reach_the_log(server: Server) -> None:
+    token = server.token(uid("seeker"), "seeker")
+    async with open_client(server, "seeker", uid("seeker"), via_query=True, token=token):
+        pass
+    import httpx
+
+    httpx.get(f"{server.base_url}/healthz?token={token}", timeout=5)
+    assert token not in server.log()
+    assert token.split(".")[2] not in server.log()

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,6 +19,42 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 DbSession: TypeAlias = AsyncSession
 """What a service receives: one open transaction. Callers outside the service layer name it
 by this alias and never import SQLAlchemy themselves."""
+
+
+def _unavailable_types() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    return (
+        OSError,  # refused, reset, timed out
+        exc.OperationalError,
+        exc.InterfaceError,
+        exc.TimeoutError,  # the pool had no connection to give
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,  # starting up or shutting down
+        asyncpg.ObjectNotInPrerequisiteStateError,  # not accepting connections
+        asyncpg.TooManyConnectionsError,
+        asyncpg.AdminShutdownError,
+        asyncpg.InterfaceError,
+    )
+
+
+UNAVAILABLE_TYPES = _unavailable_types()
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """True when ``error`` (or what caused it) says the database cannot be reached now.
+
+    Such an error is the infrastructure's, not a bug: callers log one line, not a
+    traceback per frame, and answer ``internal_error``.
+    """
+    seen: BaseException | None = error
+    for _ in range(8):  # the cause chain is short; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, UNAVAILABLE_TYPES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:

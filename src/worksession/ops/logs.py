@@ -30,14 +30,26 @@ class ContextFilter(logging.Filter):
 
 
 class StripQueryString(logging.Filter):
-    """Drops the query string from uvicorn's access lines (it may hold ``?token=``)."""
+    """Drops query strings from uvicorn's access and WebSocket lines: a browser client puts
+    its token there (``?token=``). Any path-like argument loses everything after ``?``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        # uvicorn.access formats: (client, method, path_with_query, http_version, status)
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-            path = args[2].split("?", 1)[0]
-            record.args = (*args[:2], path, *args[3:])
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                arg.split("?", 1)[0] if isinstance(arg, str) and arg.startswith("/") else arg
+                for arg in record.args
+            )
+        return True
+
+
+class NoTracebackForBadInput(logging.Filter):
+    """uvicorn logs a full traceback for every text frame that is not valid UTF-8 (it then
+    closes with 1007, as RFC 6455 requires). Bad input is not a server fault: one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and str(record.msg).startswith("Invalid UTF-8"):
+            record.exc_info = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
@@ -75,6 +87,11 @@ def configure_logging(*, level: str = "INFO", fmt: str = "text") -> None:
         logger.propagate = True
     # One line per job run every second drowns everything else.
     logging.getLogger("apscheduler").setLevel(max(root.level, logging.WARNING))
-    access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, StripQueryString) for f in access.filters):
-        access.addFilter(StripQueryString())
+    for name, guard in (
+        ("uvicorn.access", StripQueryString),
+        ("uvicorn.error", StripQueryString),
+        ("uvicorn.error", NoTracebackForBadInput),
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, guard) for f in logger.filters):
+            logger.addFilter(guard())

@@ -22,7 +22,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from worksession.chat import service as chat
 from worksession.errors import Forbidden, WorksessionError
 from worksession.kit.clock import isoformat_z, utcnow
-from worksession.kit.db import DbSession
+from worksession.kit.db import DbSession, is_database_unavailable
 from worksession.kit.jwt import Claims, InvalidToken
 from worksession.ops.logs import request_id_var
 from worksession.orders import service as orders
@@ -214,8 +214,13 @@ class SocketSession:
             self._send_error(bad.error, bad.request_id)
         except WorksessionError as exc:
             self._send_error(exc, request_id)
-        except Exception:
-            logger.exception("unexpected error while handling a frame")
+        except Exception as exc:
+            if is_database_unavailable(exc):
+                logger.warning(
+                    "database unavailable while handling a frame: %s", type(exc).__name__
+                )
+            else:
+                logger.exception("unexpected error while handling a frame")
             self._send_error(WorksessionError(), request_id)
 
     def _send_error(self, error: WorksessionError, request_id: str | None) -> None:
