@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from worksession.kit.jwt import Claims, InvalidToken, UserType
 from worksession.state import get_state
@@ -34,7 +34,19 @@ class ErrorDetail(BaseModel):
     """The body of every REST error other than a validation error."""
 
     detail: str
+    code: str | None = Field(
+        default=None,
+        description="The same stable code as the WebSocket errors (e.g. session_not_found).",
+    )
 
+
+BODY_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    status.HTTP_400_BAD_REQUEST: {
+        "model": ErrorDetail,
+        "description": "The body is not JSON",
+    },
+}
+"""For every route that reads a JSON body."""
 
 AUTH_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     status.HTTP_401_UNAUTHORIZED: {

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, status
 from worksession.orders import service
 from worksession.orders.schemas import MAX_WORK_ID, WorkOrderCreate, WorkOrderView
 from worksession.outbox import Outbox, publish
-from worksession.rest_auth import AUTH_RESPONSES, ErrorDetail, ServiceCaller
+from worksession.rest_auth import AUTH_RESPONSES, BODY_RESPONSES, ErrorDetail, ServiceCaller
 from worksession.state import AppState, get_state
 
 router = APIRouter(prefix="/internal/v1", tags=["internal"], responses=AUTH_RESPONSES)
@@ -24,6 +24,7 @@ State = Annotated[AppState, Depends(get_state)]
     status_code=status.HTTP_201_CREATED,
     response_model=WorkOrderView,
     summary="Create a work order and offer it to providers",
+    responses=BODY_RESPONSES,
 )
 async def create_work_order(
     body: WorkOrderCreate, _caller: ServiceCaller, state: State

@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from worksession.kit.clock import isoformat_z
-from worksession.models.base import USER_ID_LENGTH
+from worksession.models.base import USER_ID_LENGTH, USER_ID_PATTERN
 from worksession.outbox import dumps
 
 MAX_PROVIDERS: Final = 50
@@ -30,7 +30,9 @@ MAX_DETAILS_BYTES: Final = 4096
 MAX_WORK_ID: Final = 2**31 - 1
 """The largest id the work_orders key holds (int4 on PostgreSQL); no order has a larger one."""
 
-UserIdField = Annotated[str, Strict(), Field(min_length=1, max_length=USER_ID_LENGTH)]
+UserIdField = Annotated[
+    str, Strict(), Field(min_length=1, max_length=USER_ID_LENGTH, pattern=USER_ID_PATTERN)
+]
 # Strict: a JSON number (an integer is fine), never a string, a boolean, NaN or infinity.
 Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 # The same spelling as every WebSocket frame: UTC, milliseconds, a Z suffix.
@@ -48,7 +50,19 @@ def _unique(ids: list[str]) -> list[str]:
     return ids
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _small_json(details: dict[str, Any]) -> dict[str, Any]:
+    if _has_nul(details):  # jsonb refuses \u0000: a 422 here, not a database error
+        raise ValueError("details must not contain NUL characters")
     try:
         encoded = dumps(details).encode()
     except ValueError:  # NaN or infinity: not JSON, and PostgreSQL's jsonb refuses it

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worksession.models import ChatMessage, SessionEvent, TypingIndicator, WorkOrder, WorkSession
@@ -190,3 +190,35 @@ async def session_for(
     participant = WorkSession.seeker_id if role == "seeker" else WorkSession.provider_id
     query = select(WorkSession).where(WorkSession.session_id == session_id, participant == user_id)
     return (await db.execute(query)).scalar_one_or_none()
+
+
+# --- internal lookup (REST) ----------------------------------------------------------
+
+
+async def session_by_id(db: AsyncSession, *, session_id: uuid.UUID) -> WorkSession | None:
+    """The session, whoever takes part in it; read only, no lock (internal API)."""
+    query = select(WorkSession).where(WorkSession.session_id == session_id)
+    return (await db.execute(query)).scalar_one_or_none()
+
+
+async def find_sessions(
+    db: AsyncSession,
+    *,
+    user_id: str | None,
+    state: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[WorkSession]:
+    """Up to ``limit`` sessions, newest first by id, with ``user_id`` in either role and in
+    ``state`` when given, and ``id < before_id`` (the keyset page boundary) when given."""
+    query = select(WorkSession)
+    if user_id is not None:
+        query = query.where(
+            or_(WorkSession.seeker_id == user_id, WorkSession.provider_id == user_id)
+        )
+    if state is not None:
+        query = query.where(WorkSession.connection_state == state)
+    if before_id is not None:
+        query = query.where(WorkSession.id < before_id)
+    query = query.order_by(WorkSession.id.desc()).limit(limit)
+    return list((await db.execute(query)).scalars())
