@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from enum import StrEnum
 from typing import Annotated
 
@@ -49,22 +54,43 @@ def serve(
     settings = _settings()
     logger.info("database: %s", describe_database(settings.database_url))
     ensure_schema(settings)
-    uvicorn.run(
-        "worksession.main:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        ws_max_size=settings.max_frame_bytes,
-        # permessage-deflate more than doubles the memory each socket holds.
-        ws_per_message_deflate=False,
-        log_config=None,
-        proxy_headers=True,
-        timeout_graceful_shutdown=10,
-    )
+    with _metrics_directory(workers):
+        uvicorn.run(
+            "worksession.main:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            ws="websockets-sansio",
+            ws_max_size=settings.max_frame_bytes,
+            # permessage-deflate more than doubles the memory each socket holds.
+            ws_per_message_deflate=False,
+            log_config=None,
+            proxy_headers=True,
+            timeout_graceful_shutdown=10,
+        )
+
+
+@contextlib.contextmanager
+def _metrics_directory(workers: int) -> Iterator[None]:
+    """Several workers share their metrics through a directory (prometheus-client's
+    multi-process mode) that must be empty when they start: a fresh one per start, removed
+    at exit. The variable is set before uvicorn spawns the workers, which inherit it. An
+    operator's own ``PROMETHEUS_MULTIPROC_DIR`` is used as it is."""
+    from worksession.ops.metrics import MULTIPROC_DIR_ENV
+
+    if workers < 2 or os.environ.get(MULTIPROC_DIR_ENV):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="worksession-metrics-")
+    os.environ[MULTIPROC_DIR_ENV] = directory
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_DIR_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @cli.command()

@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from worksession import __version__
+from worksession.availability import rest as availability_rest
 from worksession.config import Settings
 from worksession.http_errors import install_error_handlers
 from worksession.lifespan import lifespan
-from worksession.ops import health
+from worksession.ops import docs, health
 from worksession.orders import rest as orders_rest
 from worksession.realtime import gateway
+from worksession.sessions import rest as sessions_rest
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -19,11 +21,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Live work sessions between a seeker and a provider.",
         lifespan=lifespan,
+        # ops.docs serves both pages from vendored assets: FastAPI's load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings or Settings()
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.include_router(orders_rest.router)
+    app.include_router(sessions_rest.participant_router)
+    app.include_router(sessions_rest.internal_router)
+    app.include_router(availability_rest.router)
     app.include_router(gateway.router)
     return app
 

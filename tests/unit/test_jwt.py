@@ -235,6 +235,7 @@ HOSTILE: list[tuple[str, Callable[[Family], str], str]] = [
     ("sub-missing", lambda f: f.sign(claims(sub=DROP)), "missing_claim:sub"),
     ("sub-empty", lambda f: f.sign(claims(sub="")), "bad_claim:sub"),
     ("sub-65-chars", lambda f: f.sign(claims(sub="u" * 65)), "bad_claim:sub"),
+    ("sub-with-nul", lambda f: f.sign(claims(sub="a\x00b")), "bad_claim:sub"),
     ("sub-not-a-string", lambda f: f.sign(claims(sub=42)), "bad_claim:sub"),
     ("user-type-unknown", lambda f: f.sign(claims(user_type="admin")), "bad_claim:user_type"),
     ("user-type-missing", lambda f: f.sign(claims(user_type=DROP)), "missing_claim:user_type"),

@@ -18,6 +18,7 @@ from worksession.chat import repository as chat_repository
 from worksession.errors import Forbidden, InvalidState, MessageNotFound, SessionNotFound
 from worksession.kit.clock import utcnow
 from worksession.models import ChatMessage, WorkSession
+from worksession.ops import metrics
 from worksession.outbox import Outbox, Role
 from worksession.sessions import events
 from worksession.sessions.events import Answer, LoggedEvent
@@ -211,6 +212,8 @@ async def acknowledge(
         for step in _STEPS_TO[status]
         if await chat_repository.advance_message_status(db, message_pk=message.id, to=step, now=now)
     ]
+    if any(data["status"] == MessageStatus.DELIVERED.value for _, data in taken):
+        metrics.message_delivered(created_at=message.created_at, delivered_at=now)
     logged = await events.append(
         db, session_pk=session.id, session_id=session.session_id, events=taken, now=now
     )

@@ -246,7 +246,7 @@ class TokenVerifier:
             raise InvalidToken("not_yet_valid")
 
         sub = payload["sub"]
-        if not isinstance(sub, str) or not 1 <= len(sub) <= MAX_SUB_CHARS:
+        if not isinstance(sub, str) or not 1 <= len(sub) <= MAX_SUB_CHARS or _has_control(sub):
             raise InvalidToken("bad_claim:sub")
         user_type = payload["user_type"]
         if not isinstance(user_type, str) or user_type not in USER_TYPES:
@@ -295,3 +295,8 @@ class TokenVerifier:
         if self._audience is not None:
             payload["aud"] = self._audience
         return jwt.encode(payload, self._hmac_key, algorithm=self._hmac_algs[0])
+
+
+def _has_control(text: str) -> bool:
+    # A user id ends up in text columns, and PostgreSQL cannot store a NUL at all.
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)

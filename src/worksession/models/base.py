@@ -25,6 +25,10 @@ NAMING_CONVENTION = {
 USER_ID_LENGTH = 64
 """User ids are the JWT ``sub``: opaque strings owned by another service, never foreign keys."""
 
+USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+"""No control characters in a user id: PostgreSQL cannot even store a NUL in text, and an
+id that reaches a query with one is a database error (a 500) instead of a 422."""
+
 UserId = String(USER_ID_LENGTH)
 
 

@@ -1,18 +1,56 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and metrics.
+
+The router's lifespan runs in every worker: it keeps the broker-reconnect counter in step
+with the broker and, on the way out, drops the worker's live gauges from the shared
+multi-process metrics directory.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Response, status
 from pydantic import BaseModel
 
+from worksession.kit.broker import Broker
+from worksession.ops import metrics
 from worksession.state import AppState, get_state
 
-router = APIRouter(tags=["operations"])
 logger = logging.getLogger(__name__)
+
+RECONNECTS_POLL_S = 5.0
+
+
+def _broker_reconnects(broker: Broker) -> int:
+    # Only the Redis broker reconnects; the in-process one has nothing to count.
+    return int(getattr(broker, "reconnects", 0))
+
+
+async def _follow_reconnects(broker: Broker) -> None:
+    while True:
+        metrics.sync_broker_reconnects(_broker_reconnects(broker))
+        await asyncio.sleep(RECONNECTS_POLL_S)
+
+
+@contextlib.asynccontextmanager
+async def _metrics_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = app.state.worksession
+    assert isinstance(state, AppState)
+    follower = asyncio.create_task(_follow_reconnects(state.broker), name="metrics-reconnects")
+    try:
+        yield
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        metrics.mark_this_process_dead()
+
+
+router = APIRouter(tags=["operations"], lifespan=_metrics_lifespan)
 
 
 class Health(BaseModel):
@@ -52,3 +90,20 @@ async def _probe(name: str, ping: Callable[[], Awaitable[None]]) -> str:
         logger.warning("%s not reachable: %s", name, type(exc).__name__)
         return "unavailable"
     return "ok"
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The Prometheus text exposition format (0.0.4)",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def prometheus_metrics(state: Annotated[AppState, Depends(get_state)]) -> Response:
+    metrics.sync_broker_reconnects(_broker_reconnects(state.broker))
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)

@@ -72,6 +72,7 @@ class JsonFormatter(logging.Formatter):
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PAYLOAD_DUMPING_LOGGERS = ("aiosqlite", "websockets", "uvicorn.error")
 
 
 def configure_logging(*, level: str = "INFO", fmt: str = "text") -> None:
@@ -87,6 +88,11 @@ def configure_logging(*, level: str = "INFO", fmt: str = "text") -> None:
         logger.propagate = True
     # One line per job run every second drowns everything else.
     logging.getLogger("apscheduler").setLevel(max(root.level, logging.WARNING))
+    # At DEBUG these dump what passes through them: aiosqlite every SQL parameter (message
+    # text, phone numbers), websockets (which logs through uvicorn.error) every handshake
+    # header and frame (tokens, message text). They never go below INFO.
+    for name in PAYLOAD_DUMPING_LOGGERS:
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))
     for name, guard in (
         ("uvicorn.access", StripQueryString),
         ("uvicorn.error", StripQueryString),

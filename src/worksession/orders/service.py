@@ -21,6 +21,7 @@ from worksession.availability import service as availability
 from worksession.errors import ProviderBusy, SeekerBusy, WorkNotFound, WorkUnavailable
 from worksession.kit.clock import utcnow
 from worksession.models import WorkOffer, WorkOrder
+from worksession.ops import metrics
 from worksession.orders import repository
 from worksession.orders.schemas import (
     MAX_WORK_ID,
@@ -192,6 +193,7 @@ async def accept_work(
     outbox.event(event, seeker_id=seeker_id, provider_id=provider_id)
     for other in withdrawn:
         outbox.frame("provider", other, {"type": "work_unavailable", "work_id": work_id})
+    metrics.offer_outcome("accepted")
     return Answer(events=(event,))
 
 
@@ -215,6 +217,7 @@ async def decline_work(
     )
     if not declined:
         raise WorkUnavailable
+    metrics.offer_outcome("declined")
     frame = {"type": "work_declined", "work_id": work_id}
     # The provider's other devices hear it from the broker; the asking socket gets the answer.
     outbox.frame("provider", provider_id, frame, skip_origin=True)
@@ -230,6 +233,7 @@ async def _reject_if_nobody_is_left(
     # The order is locked, but SQLite ignores FOR UPDATE: keep the UPDATE conditional.
     if await repository.reject_pending_order(db, work_id=order.id, now=now):
         outbox.frame("seeker", order.seeker_id, {"type": "work_rejected", "work_id": order.id})
+        metrics.offer_outcome("rejected")
 
 
 async def expire_offers(db: AsyncSession, outbox: Outbox, *, now: datetime | None = None) -> int:
@@ -248,4 +252,5 @@ async def expire_offers(db: AsyncSession, outbox: Outbox, *, now: datetime | Non
         outbox.frame("seeker", order.seeker_id, {"type": "work_expired", "work_id": order.id})
         for provider_id in providers_of[order.id]:
             outbox.frame("provider", provider_id, {"type": "work_unavailable", "work_id": order.id})
+    metrics.offer_outcome("expired", len(orders))
     return len(orders)

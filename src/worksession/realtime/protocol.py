@@ -135,6 +135,9 @@ class LocationUpdate(Inbound):
 
 
 class StartChat(Inbound):
+    """Either: open the session's anonymous chat (``chat_ready`` to both); repeating it
+    answers the caller alone with the same ``chat_room_id``."""
+
     type: Literal["start_chat"]
     session_id: SessionId
 
@@ -149,22 +152,32 @@ class ChatMessageIn(Inbound):
 
 
 class MessageDelivered(Inbound):
+    """Recipient: a chat message reached this device; its sender gets
+    ``message_status_update``."""
+
     type: Literal["message_delivered"]
     message_id: uuid.UUID
 
 
 class MessageRead(Inbound):
+    """Recipient: a chat message was read (implies delivered); status never moves back."""
+
     type: Literal["message_read"]
     message_id: uuid.UUID
 
 
 class TypingIndicatorIn(Inbound):
+    """Either: typing started or stopped; a ``true`` not repeated within 6 s becomes
+    ``false``."""
+
     type: Literal["typing_indicator"]
     session_id: SessionId
     is_typing: Annotated[bool, Strict()]
 
 
 class CancelConnection(Inbound):
+    """Either: cancel the live session; both sides get ``connection_cancelled``, then 1000."""
+
     type: Literal["cancel_connection"]
     session_id: SessionId
 
@@ -192,6 +205,8 @@ class AuthRefresh(Inbound):
 
 
 class Ping(Inbound):
+    """Either: a keep-alive, answered with ``pong``."""
+
     type: Literal["ping"]
 
 
@@ -372,6 +387,9 @@ class PendingWork(Outbound):
 
 
 class Connected(Outbound):
+    """The first frame after a good handshake: the live session's snapshot (or null) and,
+    for providers, the open work offers."""
+
     type: Literal["connected"]
     user_type: Literal["seeker", "provider"]
     server_time: datetime
@@ -380,6 +398,9 @@ class Connected(Outbound):
 
 
 class ErrorFrame(Outbound):
+    """The frame could not be processed; the connection stays open. ``code`` is one of the
+    error codes."""
+
     type: Literal["error"]
     code: str
     message: str
@@ -389,16 +410,23 @@ class ErrorFrame(Outbound):
 
 
 class Pong(Outbound):
+    """The answer to ``ping``."""
+
     type: Literal["pong"]
     server_time: datetime
     request_id: str | None = None
 
 
 class WorkRequest(PendingWork):
+    """A work offer for this provider; answer with ``work_response`` before ``expires_at``."""
+
     type: Literal["work_request"]
 
 
 class WorkAccepted(SessionEventFrame):
+    """A provider accepted: the session exists, in state ``waiting`` (seq 1), for both
+    participants."""
+
     type: Literal["work_accepted"]
     work_id: int
     connection_state: Literal["waiting"]
@@ -406,27 +434,37 @@ class WorkAccepted(SessionEventFrame):
 
 
 class WorkUnavailable(Outbound):
+    """An offer of this provider is gone: another provider took it, or it expired."""
+
     type: Literal["work_unavailable"]
     work_id: int
 
 
 class WorkDeclined(Outbound):
+    """This provider's decline was recorded (to every device of the provider)."""
+
     type: Literal["work_declined"]
     work_id: int
     request_id: str | None = None
 
 
 class WorkRejected(Outbound):
+    """Every offered provider declined the seeker's work order."""
+
     type: Literal["work_rejected"]
     work_id: int
 
 
 class WorkExpired(Outbound):
+    """Nobody answered the seeker's work order in time."""
+
     type: Literal["work_expired"]
     work_id: int
 
 
 class MediumsSelected(SessionEventFrame):
+    """The seeker's own medium selection, as stored; the session is ``active``."""
+
     type: Literal["mediums_selected"]
     mediums: dict[str, str]
     connection_state: Literal["active"]
@@ -434,22 +472,30 @@ class MediumsSelected(SessionEventFrame):
 
 
 class SeekerMediumsSelected(SessionEventFrame):
+    """The seeker's selected mediums, for the provider."""
+
     type: Literal["seeker_mediums_selected"]
     mediums: dict[str, str]
 
 
 class MediumsShared(SessionEventFrame):
+    """The provider's own shared mediums, as stored."""
+
     type: Literal["mediums_shared"]
     mediums: dict[str, str]
     request_id: str | None = None
 
 
 class ProviderMediumsShared(SessionEventFrame):
+    """The provider's shared mediums, for the seeker."""
+
     type: Literal["provider_mediums_shared"]
     mediums: dict[str, str]
 
 
 class DistanceUpdate(Outbound):
+    """Ephemeral (no seq): the distance between the two, on a 50 m move and every 30 s."""
+
     type: Literal["distance_update"]
     session_id: str
     distance_meters: float
@@ -458,16 +504,22 @@ class DistanceUpdate(Outbound):
 
 
 class ProviderNearby(SessionEventFrame):
+    """The distance fell to 300 m or less for the first time in this session."""
+
     type: Literal["provider_nearby"]
     distance_meters: float
 
 
 class ProviderArrived(SessionEventFrame):
+    """The distance fell to 50 m or less for the first time in this session."""
+
     type: Literal["provider_arrived"]
     distance_meters: float
 
 
 class ChatReady(Outbound):
+    """The session's chat room is open."""
+
     type: Literal["chat_ready"]
     session_id: str
     chat_room_id: str
@@ -478,6 +530,9 @@ class ChatReady(Outbound):
 
 
 class ChatMessageAck(SessionEventFrame):
+    """The sender's own message was stored (or, for a repeated ``client_msg_id``, the
+    original ack again)."""
+
     type: Literal["chat_message_ack"]
     message_id: str
     client_msg_id: str | None
@@ -487,6 +542,8 @@ class ChatMessageAck(SessionEventFrame):
 
 
 class ChatMessageOut(SessionEventFrame):
+    """A chat message from the other participant; only ``sender_type`` says who."""
+
     type: Literal["chat_message"]
     message_id: str
     sender_type: Literal["seeker", "provider"]
@@ -495,6 +552,8 @@ class ChatMessageOut(SessionEventFrame):
 
 
 class MessageStatusUpdate(SessionEventFrame):
+    """One step of your message's status: ``delivered``, then ``read``."""
+
     type: Literal["message_status_update"]
     message_id: str
     status: Literal["delivered", "read"]
@@ -502,6 +561,8 @@ class MessageStatusUpdate(SessionEventFrame):
 
 
 class TypingIndicatorOut(Outbound):
+    """Ephemeral (no seq): the other participant started or stopped typing."""
+
     type: Literal["typing_indicator"]
     session_id: str
     sender_type: Literal["seeker", "provider"]
@@ -509,17 +570,23 @@ class TypingIndicatorOut(Outbound):
 
 
 class ConnectionCancelled(SessionEventFrame):
+    """The session was cancelled; every socket of both participants closes with 1000 next."""
+
     type: Literal["connection_cancelled"]
     cancelled_by: Literal["seeker", "provider", "system"]
     request_id: str | None = None
 
 
 class SessionCompleted(SessionEventFrame):
+    """The provider completed the session; every socket of both closes with 1000 next."""
+
     type: Literal["session_completed"]
     request_id: str | None = None
 
 
 class Resumed(Outbound):
+    """The replay asked for by ``resume`` is complete; ``last_seq`` is the newest seq sent."""
+
     type: Literal["resumed"]
     session_id: str
     last_seq: int
@@ -527,6 +594,8 @@ class Resumed(Outbound):
 
 
 class AuthRefreshed(Outbound):
+    """The new token was accepted; the socket now lives until ``exp``."""
+
     type: Literal["auth_refreshed"]
     exp: datetime
     request_id: str | None = None

@@ -1,0 +1,36 @@
+# worksession: a slim image that runs `worksession migrate`, then serves on port 8000.
+#   docker build -t worksession .
+#   docker run -p 8000:8000 worksession                 # embedded SQLite, one worker
+# compose.yaml runs the production shape (PostgreSQL, Redis, two workers).
+
+# --- builder: the service as a wheel (no compiler needed: every dependency ships wheels)
+FROM python:3.11-slim AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN python -m pip wheel --no-deps --wheel-dir /wheels .
+
+# --- runtime: the wheel and its dependencies in a virtualenv, run as a non-root user
+FROM python:3.11-slim AS runtime
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
+    WORKSESSION_LOG_FORMAT=json
+COPY --from=builder /wheels /tmp/wheels
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels \
+    && useradd --system --uid 10001 --user-group --home-dir /var/lib/worksession \
+        --create-home --shell /usr/sbin/nologin worksession
+COPY docker/entrypoint.sh /usr/local/bin/worksession-entrypoint
+# The working directory is where the embedded default keeps its SQLite file.
+WORKDIR /var/lib/worksession
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
+ENTRYPOINT ["worksession-entrypoint"]
