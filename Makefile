@@ -30,14 +30,20 @@ test: $(STAMP) ## Run the tests (also on PostgreSQL/Redis when WORKSESSION_TEST_
 
 .PHONY: lint
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict on src/
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+
+.PHONY: bench
+bench: $(STAMP) ## Benchmarks (CPU per operation, ratios to a baseline measured in the same run)
+	$(BIN)/python bench/tick.py --sessions 10000
+	@if [ -n "$$WORKSESSION_TEST_DATABASE_URL" ]; then \
+		$(BIN)/python bench/tick.py --sessions 10000 --postgres "$$WORKSESSION_TEST_DATABASE_URL"; fi
 
 .PHONY: format
 format: $(STAMP) ## Apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
 
 .PHONY: migrate
 migrate: $(STAMP) ## Bring the configured database to the newest schema

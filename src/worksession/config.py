@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     env: Literal["dev", "test", "production"] = "dev"
     database_url: str = "sqlite+aiosqlite:///./worksession.db"
     redis_url: str | None = None
+    redis_prefix: str = Field(default="worksession", min_length=1, max_length=64)
+    leader_ttl_s: float = Field(default=10.0, ge=1)
 
     jwt_secret: str = DEFAULT_JWT_SECRET
     jwt_algorithms: str = "HS256"

@@ -13,6 +13,7 @@ from worksession.config import Settings
 from worksession.kit.broker import Broker, MemoryBroker
 from worksession.kit.db import Database
 from worksession.kit.jwt import TokenVerifier
+from worksession.kit.leader import Leadership, RedisLease, SoleLeader
 from worksession.realtime.connections import CLOSE_RESTARTING, Hub
 from worksession.realtime.gateway import close_all
 from worksession.scheduler import Jobs, build_scheduler
@@ -31,12 +32,15 @@ def build_verifier(settings: Settings) -> TokenVerifier:
     )
 
 
-def build_broker(settings: Settings) -> Broker:
+def build_broker(settings: Settings) -> tuple[Broker, Leadership]:
+    """The broker and the scheduler's leadership: Redis for both, or this process alone."""
     if settings.redis_url:
         from worksession.kit.redis_broker import RedisBroker
 
-        return RedisBroker(settings.redis_url)
-    return MemoryBroker()
+        broker = RedisBroker(settings.redis_url, prefix=settings.redis_prefix)
+        lease = RedisLease(broker.client, f"{settings.redis_prefix}:leader", settings.leader_ttl_s)
+        return broker, lease
+    return MemoryBroker(), SoleLeader()
 
 
 def describe_database(url: str) -> str:
@@ -48,13 +52,14 @@ def describe_database(url: str) -> str:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     db = Database(settings.database_url)
-    broker = build_broker(settings)
+    broker, leadership = build_broker(settings)
     hub = Hub(subscribe=broker.subscribe, unsubscribe=broker.unsubscribe)
     state = AppState(
         settings=settings, db=db, broker=broker, verifier=build_verifier(settings), hub=hub
     )
-    await broker.start(hub.deliver)
-    scheduler = build_scheduler(Jobs(settings, db, broker), settings)
+    await broker.start(hub.deliver, hub.resync)
+    jobs = Jobs(settings, db, broker, leadership)
+    scheduler = build_scheduler(jobs, settings)
     scheduler.start()
     app.state.worksession = state
     logger.info(
@@ -65,7 +70,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        scheduler.pause()
+        await jobs.stop()
         scheduler.shutdown(wait=False)
+        await leadership.release()
         await close_all(state, CLOSE_RESTARTING, "server restarting")
         await broker.close()
         await db.dispose()

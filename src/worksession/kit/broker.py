@@ -9,6 +9,10 @@ Deliver = Callable[[str, bytes], None]
 """Called with (channel, payload) for every message on a channel this worker subscribed to.
 It must not block: it hands the payload to local queues and returns."""
 
+Resubscribed = Callable[[], None]
+"""Called after the broker came back from an outage: whatever was published meanwhile is
+lost, so the caller catches its subscribers up from its own durable log."""
+
 
 class Broker(abc.ABC):
     """Publish/subscribe on named channels, one subscription per worker process.
@@ -21,7 +25,7 @@ class Broker(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, on_resubscribed: Resubscribed | None = None) -> None:
         """Begin delivering messages of subscribed channels to ``deliver``."""
 
     @abc.abstractmethod
@@ -49,7 +53,7 @@ class MemoryBroker(Broker):
         self._deliver: Deliver | None = None
         self._channels: set[str] = set()
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, on_resubscribed: Resubscribed | None = None) -> None:
         self._deliver = deliver
 
     async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:

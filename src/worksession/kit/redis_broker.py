@@ -11,9 +11,11 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worksession.kit.broker import Broker, Deliver
+from worksession.kit.broker import Broker, Deliver, Resubscribed
 
 logger = logging.getLogger(__name__)
 
@@ -24,29 +26,36 @@ class RedisBroker(Broker):
     """At most once, like every Broker: Redis pub/sub forgets what it could not deliver.
 
     redis-py's asyncio ``PubSub`` does not reconnect on its own; the listener task
-    re-creates the subscription with backoff and re-subscribes every channel this worker
-    needs. ``on_reconnect`` callbacks then let the caller replay what was missed.
+    re-creates the subscription with backoff, re-subscribes every channel this worker
+    needs, then calls ``on_resubscribed`` so the caller can replay what was missed.
+
+    Every channel is namespaced by ``prefix`` so that deployments (or test runs) sharing
+    one Redis never hear each other. Past one Redis, the same channel names map onto
+    Redis Cluster sharded pub/sub (SPUBLISH/SSUBSCRIBE) without other changes.
     """
 
-    def __init__(self, url: str) -> None:
-        self._client: Redis = Redis.from_url(url, health_check_interval=10)
+    def __init__(self, url: str, *, prefix: str = "worksession") -> None:
+        self.client: Redis = Redis.from_url(url, health_check_interval=10)
+        self._prefix = f"{prefix}:"
         self._channels: set[str] = set()
         # A channel of our own keeps the pub/sub connection open while no user is online.
-        self._control = f"ws:_worker:{uuid.uuid4().hex}"
+        self._control = f"{self._prefix}_worker:{uuid.uuid4().hex}"
+        self._on_resubscribed: Resubscribed | None = None
         self._pubsub: PubSub | None = None
         self._deliver: Deliver | None = None
         self._listener: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self.reconnects = 0
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, on_resubscribed: Resubscribed | None = None) -> None:
         self._deliver = deliver
+        self._on_resubscribed = on_resubscribed
         await self._connect()
         self._listener = asyncio.create_task(self._listen(), name="redis-broker-listener")
 
     async def _connect(self) -> None:
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._control, *sorted(self._channels))
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self._control, *(self._prefix + c for c in sorted(self._channels)))
         self._pubsub = pubsub
         self._connected.set()
 
@@ -59,15 +68,17 @@ class RedisBroker(Broker):
                     await self._connect()
                     self.reconnects += 1
                     attempt = 0
-                    logger.info("broker reconnected")
+                    logger.info("broker reconnected; catching sockets up from the event log")
+                    if self._on_resubscribed is not None:
+                        self._on_resubscribed()
                     continue
                 message = await pubsub.get_message(timeout=1.0)
                 if message is not None and message.get("type") == "message":
                     channel = message["channel"]
                     if isinstance(channel, bytes):
                         channel = channel.decode()
-                    if self._deliver is not None:
-                        self._deliver(channel, message["data"])
+                    if self._deliver is not None and channel.startswith(self._prefix):
+                        self._deliver(channel[len(self._prefix) :], message["data"])
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -86,29 +97,39 @@ class RedisBroker(Broker):
     async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
         if len(messages) == 1:
             channel, payload = messages[0]
-            await self._client.publish(channel, payload)
+            await self.client.publish(self._prefix + channel, payload)
             return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for channel, payload in messages:
-                pipe.publish(channel, payload)
-            await pipe.execute()
+        # redis-py retries single commands on a stale connection (after a Redis restart)
+        # but not pipelines: the first pipeline on a dead pooled connection fails with
+        # "Connection closed by server". One retry on a fresh connection is enough.
+        for attempt in (1, 2):
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for channel, payload in messages:
+                        pipe.publish(self._prefix + channel, payload)
+                    await pipe.execute()
+                return
+            except (RedisConnectionError, RedisTimeoutError):
+                if attempt == 2:
+                    raise
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
         if self._pubsub is not None:
+            # If this fails the listener is about to reconnect, and re-subscribes everything.
             with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.subscribe(channel)
+                await self._pubsub.subscribe(self._prefix + channel)
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.unsubscribe(channel)
+                await self._pubsub.unsubscribe(self._prefix + channel)
 
     async def ping(self) -> None:
         if not self._connected.is_set():
             raise ConnectionError("broker subscription is down")
-        await self._client.ping()
+        await self.client.ping()
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -117,7 +138,7 @@ class RedisBroker(Broker):
                 await self._listener
         if self._pubsub is not None:
             await _close_quietly(self._pubsub)
-        await self._client.aclose()
+        await self.client.aclose()
 
 
 async def _close_quietly(pubsub: PubSub) -> None:
