@@ -84,7 +84,7 @@ class Server:
         return body
 
 
-def start_server(db_url: str, log_dir: Path, **overrides: str) -> Server:
+def start_server(db_url: str, log_dir: Path, *, workers: str = "1", **overrides: str) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKSESSION_")}
     env.update(
@@ -100,7 +100,16 @@ def start_server(db_url: str, log_dir: Path, **overrides: str) -> Server:
     log_path = log_dir / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "worksession", "serve", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "worksession",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                workers,
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -261,7 +270,10 @@ async def open_client(
     via_query: bool = False,
     path_suffix: str = "/",
     expect_connected: bool = True,
+    receive_buffer: int | None = None,
 ) -> AsyncIterator[Client]:
+    """A connected client. ``receive_buffer`` shrinks the client's TCP receive buffer (and
+    its frame queue), for a client that reads slowly or not at all."""
     token = token if token is not None else server.token(user_id, role)
     url = f"{server.ws_url}/ws/work/{role}{path_suffix}"
     headers = {}
@@ -269,7 +281,15 @@ async def open_client(
         url += f"?token={token}"
     else:
         headers["Authorization"] = f"Bearer {token}"
-    async with connect(url, additional_headers=headers, max_size=2**22, ping_interval=None) as ws:
+    options: dict[str, Any] = {}
+    if receive_buffer is not None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.connect(("127.0.0.1", int(server.ws_url.rsplit(":", 1)[1])))
+        options = {"sock": sock, "max_queue": 1}
+    async with connect(
+        url, additional_headers=headers, max_size=2**22, ping_interval=None, **options
+    ) as ws:
         client = Client(ws=ws, role=role)
         if expect_connected:
             connected = await client.recv()

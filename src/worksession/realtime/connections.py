@@ -23,6 +23,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from worksession.errors import WorksessionError
+from worksession.kit.db import is_database_unavailable
+from worksession.ops import metrics
 from worksession.outbox import dumps, user_channel
 from worksession.sessions.events import LoggedEvent
 from worksession.sessions.render import TERMINAL_KINDS, render
@@ -31,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 FetchEvents = Callable[[uuid.UUID, int, int | None], Awaitable[list[LoggedEvent]]]
 """(session_id, after_seq, before_seq or None) -> the logged events in between, in order."""
+
+LiveSessionOf = Callable[[], Awaitable[uuid.UUID | None]]
+"""The id of the user's live session, if any (for a resync after a broker outage)."""
 
 CLOSE_SESSION_ENDED = 1000
 CLOSE_POLICY = 1008
@@ -70,7 +76,12 @@ class CloseSocket:
     reason: str
 
 
-Item = SendFrame | SendEvent | Replay | CloseSocket
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The broker was away: send every logged event this socket may have missed."""
+
+
+Item = SendFrame | SendEvent | Replay | Resync | CloseSocket
 
 
 @dataclass(slots=True)
@@ -89,6 +100,7 @@ class Connection:
         user_id: str,
         role: str,
         fetch_events: FetchEvents,
+        live_session_of: LiveSessionOf | None = None,
         queue_size: int = 256,
     ) -> None:
         self.id = uuid.uuid4().hex
@@ -97,6 +109,7 @@ class Connection:
         self.role = role
         self.channel = user_channel(role, user_id)
         self._fetch = fetch_events
+        self._live_session_of = live_session_of
         self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_size)
         self._sent: dict[uuid.UUID, SentRange] = {}
         self._writer: asyncio.Task[None] | None = None
@@ -158,7 +171,7 @@ class Connection:
                 item = await self._queue.get()
                 match item:
                     case SendFrame(text):
-                        await self.socket.send_text(text)
+                        await self._write(text)
                     case SendEvent(event, request_id):
                         await self._deliver(event, request_id)
                         if event.kind in TERMINAL_KINDS:
@@ -166,6 +179,9 @@ class Connection:
                             return
                     case Replay(session_id, after_seq, request_id):
                         await self._replay(session_id, after_seq, request_id)
+                    case Resync():
+                        if await self._resync():
+                            return
                     case CloseSocket(code, reason):
                         await self._close(code, reason)
                         return
@@ -175,13 +191,17 @@ class Connection:
             logger.debug("writer stopped", exc_info=True)
             self.closed.set()
 
+    async def _write(self, text: str) -> None:
+        await self.socket.send_text(text)
+        metrics.frame_out(text)
+
     async def _send_event(self, event: LoggedEvent, request_id: str | None = None) -> None:
         frame = render(event, self.role)
         if frame is None:
             return
         if request_id is not None:
             frame = {**frame, "request_id": request_id}
-        await self.socket.send_text(dumps(frame))
+        await self._write(dumps(frame))
 
     async def _deliver(self, event: LoggedEvent, request_id: str | None) -> None:
         sent = self._sent.get(event.session_id)
@@ -198,9 +218,25 @@ class Connection:
 
     async def _replay(self, session_id: uuid.UUID, after_seq: int, request_id: str | None) -> None:
         """Send the events after ``after_seq`` that this socket has not sent, in order."""
+        try:
+            events = await self._fetch(session_id, after_seq, None)
+        except Exception as exc:
+            # ``resumed`` would claim a replay that did not happen (and mark the range as
+            # sent, so a retry would skip it): answer an error, the client resumes again.
+            logger.warning(
+                "could not read the event log to resume: %s",
+                type(exc).__name__,
+                exc_info=not is_database_unavailable(exc),
+            )
+            error = WorksessionError()
+            failed: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
+            if request_id is not None:
+                failed["request_id"] = request_id
+            await self._write(dumps(failed))
+            return
         sent = self._sent.setdefault(session_id, SentRange(after_seq, after_seq))
         last = max(after_seq, sent.high)
-        for event in await self._fetch_or_nothing(session_id, after_seq, None):
+        for event in events:
             if sent.low < event.seq <= sent.high:
                 continue
             await self._send_event(event)
@@ -214,7 +250,31 @@ class Connection:
         }
         if request_id is not None:
             resumed["request_id"] = request_id
-        await self.socket.send_text(dumps(resumed))
+        await self._write(dumps(resumed))
+
+    async def _resync(self) -> bool:
+        """Deliver, through the usual seq tracking, whatever was logged after the last event
+        this socket sent, for every session it knows and the user's live session (which
+        may have been created while the broker was away). True if that ended the session
+        and the socket was closed."""
+        session_ids = set(self._sent)
+        if self._live_session_of is not None:
+            try:
+                live = await self._live_session_of()
+            except Exception:
+                logger.warning("could not look up the live session to resync", exc_info=True)
+                live = None
+            if live is not None:
+                session_ids.add(live)
+        for session_id in session_ids:
+            sent = self._sent.get(session_id)
+            after = sent.high if sent is not None else 0
+            for event in await self._fetch_or_nothing(session_id, after, None):
+                await self._deliver(event, None)
+                if event.kind in TERMINAL_KINDS:
+                    await self._close(CLOSE_SESSION_ENDED, "session ended")
+                    return True
+        return False
 
     async def _fetch_or_nothing(
         self, session_id: uuid.UUID, after: int, before: int | None
@@ -272,6 +332,11 @@ class Hub:
         for connection in list(members):
             if connection.id != skip:
                 connection.offer(item)
+
+    def resync(self) -> None:
+        """After a broker outage: every local socket catches up from the event log."""
+        for connection in self.connections():
+            connection.offer(Resync())
 
     def connections(self) -> list[Connection]:
         return [c for members in self._by_channel.values() for c in members]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -24,7 +25,8 @@ from worksession.errors import Forbidden, WorksessionError
 from worksession.kit.clock import isoformat_z, utcnow
 from worksession.kit.db import DbSession, is_database_unavailable
 from worksession.kit.jwt import Claims, InvalidToken
-from worksession.ops.logs import request_id_var
+from worksession.ops import metrics
+from worksession.ops.logs import request_id_var, session_id_var
 from worksession.orders import service as orders
 from worksession.outbox import Outbox, Role, dumps, publish
 from worksession.realtime.connections import (
@@ -117,7 +119,11 @@ class SocketSession:
         self.bucket = TokenBucket(rate=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
         self.location_rules = LocationRules.from_settings(settings)
         self.connection = Connection(
-            websocket, user_id=claims.sub, role=role, fetch_events=self._fetch_events
+            websocket,
+            user_id=claims.sub,
+            role=role,
+            fetch_events=self._fetch_events,
+            live_session_of=self._live_session_id,
         )
         self._expiry: asyncio.Task[None] | None = None
 
@@ -126,9 +132,11 @@ class SocketSession:
         # Subscribe before reading the snapshot: an event committed in between is queued
         # and then either dropped as already counted in the snapshot or delivered.
         await hub.register(self.connection)
+        metrics.socket_opened(self.role)
         try:
             connected, baseline = await self._connected_frame()
             await self.websocket.send_text(connected)
+            metrics.frame_out(connected)
             self.connection.start(baseline=baseline)
             self._schedule_expiry(self.claims.exp)
             await self._read_loop()
@@ -137,6 +145,7 @@ class SocketSession:
         finally:
             if self._expiry is not None:
                 self._expiry.cancel()
+            metrics.socket_closed(self.role)
             await hub.unregister(self.connection)
             await self.connection.wait_closed()
 
@@ -166,6 +175,11 @@ class SocketSession:
 
         self._expiry = asyncio.create_task(close_at_expiry())
 
+    async def _live_session_id(self) -> uuid.UUID | None:
+        async with self.state.db.transaction() as s:
+            snapshot = await sessions.snapshot_for(s, user_id=self.user_id, role=self.role)
+        return uuid.UUID(snapshot.session_id) if snapshot else None
+
     async def _fetch_events(
         self, session_id: uuid.UUID, after: int, before: int | None
     ) -> list[event_log.LoggedEvent]:
@@ -192,6 +206,7 @@ class SocketSession:
             if self.bucket.dropping_for() >= SUSTAINED_ABUSE_S:
                 self.connection.close_soon(CLOSE_POLICY, "rate limit exceeded")
                 return
+            metrics.error_sent("rate_limited")
             self.connection.send(
                 {
                     "type": "error",
@@ -202,14 +217,20 @@ class SocketSession:
             )
             return
         request_id: str | None = None
+        request_token = session_token = None
         try:
             message = parse_frame(raw, role=self.role)
             request_id = message.request_id
-            token = request_id_var.set(request_id)
-            try:
-                await self._dispatch(message)
-            finally:
-                request_id_var.reset(token)
+            metrics.frame_in(message.type)
+            # Log lines while the frame is handled, an unexpected error's included, carry
+            # its request and session ids.
+            request_token = request_id_var.set(request_id)
+            session_token = session_id_var.set(_session_of(message))
+            started = time.perf_counter()
+            await self._dispatch(message)
+            logger.debug(
+                "handled %s in %.1f ms", message.type, (time.perf_counter() - started) * 1000
+            )
         except BadFrame as bad:
             self._send_error(bad.error, bad.request_id)
         except WorksessionError as exc:
@@ -222,6 +243,11 @@ class SocketSession:
             else:
                 logger.exception("unexpected error while handling a frame")
             self._send_error(WorksessionError(), request_id)
+        finally:
+            if session_token is not None:
+                session_id_var.reset(session_token)
+            if request_token is not None:
+                request_id_var.reset(request_token)
 
     def _send_error(self, error: WorksessionError, request_id: str | None) -> None:
         frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
@@ -229,6 +255,7 @@ class SocketSession:
             frame["request_id"] = request_id
         if error.details:
             frame["details"] = error.details
+        metrics.error_sent(error.code)
         self.connection.send(frame)
 
     async def _dispatch(self, message: Any) -> None:
@@ -376,6 +403,11 @@ class SocketSession:
             if answer.frame is not None:
                 self._reply(dict(answer.frame), message)
         await publish(self.state.broker, outbox)
+
+
+def _session_of(message: Any) -> str | None:
+    session_id = getattr(message, "session_id", None)
+    return None if session_id is None else str(session_id)
 
 
 async def close_all(state: AppState, code: int, reason: str) -> None:

@@ -20,15 +20,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from worksession import geo
 from worksession.availability import service as availability
 from worksession.errors import InvalidState, SessionNotFound, ValidationFailed
+from worksession.kit import cursor
 from worksession.kit.clock import isoformat_z, utcnow
 from worksession.models import WorkSession
+from worksession.ops import metrics
 from worksession.outbox import Outbox
 from worksession.sessions import events, repository
 from worksession.sessions.events import Answer, LoggedEvent
 from worksession.sessions.schemas import (
     LiveState,
     LocationRules,
+    Position,
+    SessionDetail,
+    SessionPage,
+    SessionPositions,
     SessionSnapshot,
+    SessionStateName,
     SnapshotMediums,
 )
 from worksession.sessions.states import SessionState, WorkOrderStatus, can_transition, is_live
@@ -154,6 +161,7 @@ async def apply_location_update(
         max_speed_kmh=rules.max_speed_kmh,
     )
     if verdict is not geo.FixVerdict.ACCEPT:
+        metrics.fix_dropped(verdict.value)
         return LocationResult(verdict=verdict, answer=_NO_ANSWER)
     _store_fix(session, role, fix, now)
     seeker, provider = _seeker_position(session), _provider_position(session)
@@ -178,6 +186,7 @@ async def apply_location_update(
             distance_m=distance,
             now=now,
         )
+        metrics.distance_updates("move")
     # Arrival is judged on every kept fix, not only on those that move the distance
     # baseline: with the default thresholds (50 m move rule, 50 m arrival) a provider who
     # closes the last few tens of metres would otherwise never be announced as arrived.
@@ -203,43 +212,60 @@ async def distance_tick(
     db: AsyncSession, outbox: Outbox, *, now: datetime | None = None, batch_size: int = 500
 ) -> int:
     """Send a fresh ``distance_update`` to both participants of every live session whose two
-    positions are known; returns how many sessions got one.
+    positions are known, in one transaction; returns how many sessions got one.
+
+    The scheduler runs :func:`distance_tick_batch` instead, one short transaction per batch,
+    so that a tick over 10,000 sessions never holds a connection (on SQLite: *the*
+    connection) for the whole run.
+    """
+    now = now or utcnow()
+    sent, after_id = 0, 0
+    while True:
+        count, after_id = await distance_tick_batch(
+            db, outbox, after_id=after_id, batch_size=batch_size, now=now
+        )
+        sent += count
+        if count < batch_size:
+            return sent
+        await asyncio.sleep(0)
+
+
+async def distance_tick_batch(
+    db: AsyncSession,
+    outbox: Outbox,
+    *,
+    after_id: int,
+    batch_size: int = 500,
+    now: datetime | None = None,
+) -> tuple[int, int]:
+    """One keyset page (``id > after_id``) of the periodic distance update; returns the
+    number of sessions in it and the id to continue after.
 
     Read-only by design: the tick does not move the ``distance_*`` baseline. The 50 m rule
     compares against the positions of the last movement-triggered update, and a periodic
-    refresh is not a movement; writing nothing also keeps a tick over 10,000 sessions at
-    one narrow read per batch. Batches are keyset pages (``id > last``), and the loop yields
-    to the event loop between them so a big tick never stalls the sockets of this worker.
+    refresh is not a movement; writing nothing keeps a tick at one narrow read per batch.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     now = now or utcnow()
-    sent = 0
-    after_id = 0
-    while True:
-        page = await repository.live_sessions_with_positions(
-            db, after_id=after_id, limit=batch_size
+    page = await repository.live_sessions_with_positions(db, after_id=after_id, limit=batch_size)
+    for row in page:
+        distance = geo.haversine_m(
+            row.seeker_latitude,
+            row.seeker_longitude,
+            row.provider_latitude,
+            row.provider_longitude,
         )
-        for row in page:
-            distance = geo.haversine_m(
-                row.seeker_latitude,
-                row.seeker_longitude,
-                row.provider_latitude,
-                row.provider_longitude,
-            )
-            _send_distance(
-                outbox,
-                session_id=row.session_id,
-                seeker_id=row.seeker_id,
-                provider_id=row.provider_id,
-                distance_m=distance,
-                now=now,
-            )
-        sent += len(page)
-        if len(page) < batch_size:
-            return sent
-        after_id = page[-1].id
-        await asyncio.sleep(0)
+        _send_distance(
+            outbox,
+            session_id=row.session_id,
+            seeker_id=row.seeker_id,
+            provider_id=row.provider_id,
+            distance_m=distance,
+            now=now,
+        )
+    metrics.distance_updates("tick", len(page))
+    return len(page), (page[-1].id if page else after_id)
 
 
 # --- ending --------------------------------------------------------------------------
@@ -399,6 +425,7 @@ async def _end(
 ) -> None:
     """What cancel and complete share: state, order, message expiry, typing, provider."""
     session.connection_state = state.value
+    metrics.session_ended(state.value, started_at=session.created_at, ended_at=now)
     if not await repository.finish_work_order(
         db, work_order_id=session.work_order_id, status=_ORDER_STATUS_AT_END[state].value
     ):
@@ -519,3 +546,109 @@ def _arrival_events(
         session.arrived_at = now
         due.append(("provider_arrived", dict(data)))
     return due
+
+
+# --- internal lookup -----------------------------------------------------------------
+
+SESSION_CURSOR_KIND = "s1"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+
+
+def encode_session_cursor(session_pk: int) -> str:
+    """The opaque cursor of the session lookup: ``["s1", <row id>]`` (see ``kit/cursor.py``).
+
+    The row id, not the UUID: pages are keyset pages on the primary key, newest first, so
+    sessions created between two requests never shift a page.
+    """
+    return cursor.encode(SESSION_CURSOR_KIND, session_pk)
+
+
+def decode_session_cursor(text: str) -> int:
+    """The row id a lookup cursor carries; raises ``kit.cursor.InvalidCursor``."""
+    (session_pk,) = cursor.decode(SESSION_CURSOR_KIND, text, arity=1)
+    return session_pk
+
+
+async def get_session_detail(db: AsyncSession, session_id: uuid.UUID) -> SessionDetail:
+    """The whole session, participants included (internal API); ``SessionNotFound`` if none."""
+    session = await repository.session_by_id(db, session_id=session_id)
+    if session is None:
+        raise SessionNotFound()
+    return _detail(session)
+
+
+async def find_sessions(
+    db: AsyncSession,
+    *,
+    user_id: str | None = None,
+    state: SessionStateName | None = None,
+    before_pk: int | None = None,
+    limit: int = DEFAULT_PAGE_SIZE,
+) -> SessionPage:
+    """Sessions newest first, with ``user_id`` in either role and in ``state`` when given;
+    ``before_pk`` is a decoded cursor. One row beyond ``limit`` is read to know whether
+    another page exists, so the last page has no cursor."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be within 1..{MAX_PAGE_SIZE}")
+    rows = await repository.find_sessions(
+        db, user_id=user_id, state=state, before_id=before_pk, limit=limit + 1
+    )
+    page = rows[:limit]
+    more = len(rows) > limit
+    return SessionPage(
+        sessions=[_detail(s) for s in page],
+        next_cursor=encode_session_cursor(page[-1].id) if more else None,
+    )
+
+
+def _fix(
+    lat: float | None, lng: float | None, updated_at: datetime | None, recorded_at: datetime | None
+) -> Position | None:
+    if lat is None or lng is None:
+        return None
+    return Position(lat=lat, lng=lng, updated_at=updated_at, recorded_at=recorded_at)
+
+
+def _detail(session: WorkSession) -> SessionDetail:
+    seeker, provider = _seeker_position(session), _provider_position(session)
+    distance = (
+        None if seeker is None or provider is None else geo.distance_between(seeker, provider)
+    )
+    return SessionDetail(
+        session_id=session.session_id,
+        work_id=session.work_order_id,
+        seeker_id=session.seeker_id,
+        provider_id=session.provider_id,
+        state=cast(SessionStateName, session.connection_state),
+        chat_room_id=session.chat_room_id,
+        mediums=SnapshotMediums(
+            seeker=session.seeker_selected_mediums, provider=session.provider_selected_mediums
+        ),
+        positions=SessionPositions(
+            seeker=_fix(
+                session.seeker_latitude,
+                session.seeker_longitude,
+                session.seeker_last_location_update,
+                session.seeker_fix_recorded_at,
+            ),
+            provider=_fix(
+                session.provider_latitude,
+                session.provider_longitude,
+                session.provider_last_location_update,
+                session.provider_fix_recorded_at,
+            ),
+        ),
+        distance_meters=None if distance is None else round(distance, 1),
+        distance_formatted=None if distance is None else geo.format_distance(distance),
+        nearby_at=session.nearby_at,
+        arrived_at=session.arrived_at,
+        chat_started_at=session.chat_started_at,
+        mediums_shared_at=session.mediums_shared_at,
+        cancelled_by=cast(CancelledBy | None, session.cancelled_by),
+        cancelled_at=session.cancelled_at,
+        completed_at=session.completed_at,
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+        last_seq=session.last_seq,
+    )

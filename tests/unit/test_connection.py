@@ -1,0 +1,230 @@
+"""A socket's writer on its own: seq tracking, gap healing from the log, and ``resume``.
+
+Real sockets cannot show a gap on demand (the in-process broker never loses a message), so
+these drive a :class:`Connection` with a socket that keeps what it was sent and a log that
+records what it was asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from worksession.realtime.connections import (
+    CLOSE_SESSION_ENDED,
+    Connection,
+    Replay,
+    SendEvent,
+    SendFrame,
+)
+from worksession.sessions.events import LoggedEvent
+
+SESSION = uuid.UUID("6f1c3a52-0000-4000-8000-000000000001")
+AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.closed_with: int | None = None
+
+    async def send_text(self, data: str) -> None:
+        self.sent.append(data)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed_with = code
+
+
+class FakeLog:
+    """The session's event log: seq 1 is work_accepted, every later one a chat message."""
+
+    def __init__(self, last_seq: int, *, ending: str | None = None) -> None:
+        self.events = [event(seq) for seq in range(1, last_seq + 1)]
+        if ending is not None:
+            self.events.append(event(last_seq + 1, kind=ending))
+        self.calls: list[tuple[uuid.UUID, int, int | None]] = []
+        self.broken = False
+
+    async def fetch(
+        self, session_id: uuid.UUID, after: int, before: int | None
+    ) -> list[LoggedEvent]:
+        self.calls.append((session_id, after, before))
+        if self.broken:
+            raise ConnectionError("database unavailable")
+        return [e for e in self.events if e.seq > after and (before is None or e.seq < before)]
+
+    def at(self, seq: int) -> LoggedEvent:
+        return self.events[seq - 1]
+
+
+def event(seq: int, *, kind: str | None = None) -> LoggedEvent:
+    data: dict[str, Any]
+    if kind is None and seq == 1:
+        kind, data = "work_accepted", {"work_id": 7, "connection_state": "waiting"}
+    elif kind is None:
+        kind = "chat_message"
+        data = {
+            "message_id": str(uuid.UUID(int=seq)),
+            "sender_type": "provider",
+            "message": f"message {seq}",
+            "client_msg_id": None,
+        }
+    elif kind == "session_completed":
+        data = {}
+    else:
+        data = {"cancelled_by": "seeker"}
+    return LoggedEvent(session_id=SESSION, seq=seq, kind=kind, data=data, created_at=AT)
+
+
+class Harness:
+    def __init__(self, log: FakeLog) -> None:
+        self.log = log
+        self.socket = FakeSocket()
+        self.connection = Connection(
+            self.socket, user_id="seeker-1", role="seeker", fetch_events=log.fetch
+        )
+        self._marks = 0
+
+    async def settle(self) -> list[dict[str, Any]]:
+        """Wait until the writer has handled everything queued; return what it sent."""
+        self._marks += 1
+        mark = f"mark-{self._marks}"
+        self.connection.offer(SendFrame(mark))
+        async with asyncio.timeout(2):
+            while mark not in self.socket.sent and not self.connection.closed.is_set():
+                await asyncio.sleep(0)
+        sent = [json.loads(text) for text in self.socket.sent if not text.startswith("mark-")]
+        self.socket.sent.clear()
+        return sent
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    h = Harness(FakeLog(10))
+    yield h
+    await h.connection.wait_closed()
+
+
+def seqs(frames: list[dict[str, Any]]) -> list[int | None]:
+    return [f.get("seq") for f in frames]
+
+
+async def test_a_gap_is_filled_from_the_log_in_order(harness: Harness) -> None:
+    harness.connection.start(baseline={})
+    harness.connection.offer(SendEvent(harness.log.at(1)))
+    harness.connection.offer(SendEvent(harness.log.at(4)))
+    sent = await harness.settle()
+    assert seqs(sent) == [1, 2, 3, 4]
+    assert harness.log.calls == [(SESSION, 1, 4)]
+    assert sent[1]["message"] == "message 2"
+
+
+async def test_an_event_already_sent_is_dropped(harness: Harness) -> None:
+    harness.connection.start(baseline={})
+    for seq in (1, 4, 3, 4, 2):
+        harness.connection.offer(SendEvent(harness.log.at(seq)))
+    harness.connection.offer(SendEvent(harness.log.at(5)))
+    assert seqs(await harness.settle()) == [1, 2, 3, 4, 5]
+    assert harness.log.calls == [(SESSION, 1, 4)]
+
+
+async def test_the_request_id_goes_on_the_answering_event_only(harness: Harness) -> None:
+    harness.connection.start(baseline={SESSION: 2})
+    harness.connection.offer(SendEvent(harness.log.at(5), request_id="r"))
+    sent = await harness.settle()
+    assert [(f["seq"], f.get("request_id")) for f in sent] == [(3, None), (4, None), (5, "r")]
+
+
+async def test_the_connected_baseline_is_not_sent_again(harness: Harness) -> None:
+    harness.connection.start(baseline={SESSION: 5})
+    for seq in (4, 5, 6):
+        harness.connection.offer(SendEvent(harness.log.at(seq)))
+    assert seqs(await harness.settle()) == [6]
+    assert harness.log.calls == []
+
+
+async def test_an_unreadable_log_still_delivers_the_live_event(harness: Harness) -> None:
+    harness.connection.start(baseline={SESSION: 1})
+    harness.log.broken = True
+    harness.connection.offer(SendEvent(harness.log.at(4)))
+    assert seqs(await harness.settle()) == [4]
+
+
+async def test_resume_sends_what_the_client_missed_then_resumed(harness: Harness) -> None:
+    # Reconnected: the snapshot said 8; the client had seen up to 3.
+    harness.connection.start(baseline={SESSION: 8})
+    harness.connection.offer(Replay(SESSION, 3, "r"))
+    sent = await harness.settle()
+    assert seqs(sent) == [4, 5, 6, 7, 8, 9, 10, None]
+    assert sent[-1] == {
+        "type": "resumed",
+        "session_id": str(SESSION),
+        "last_seq": 10,
+        "request_id": "r",
+    }
+
+
+async def test_resume_does_not_resend_what_arrived_live_before_it(harness: Harness) -> None:
+    # 9 and 10 reached the new socket live between ``connected`` (last_seq 8) and the
+    # resume: the replay sends only 4..8, and later copies of 9 or 10 are dropped.
+    harness.connection.start(baseline={SESSION: 8})
+    harness.connection.offer(SendEvent(harness.log.at(9)))
+    harness.connection.offer(SendEvent(harness.log.at(10)))
+    harness.connection.offer(Replay(SESSION, 3))
+    harness.connection.offer(SendEvent(harness.log.at(10)))
+    sent = await harness.settle()
+    assert seqs(sent) == [9, 10, 4, 5, 6, 7, 8, None]
+    assert sent[-1] == {"type": "resumed", "session_id": str(SESSION), "last_seq": 10}
+    harness.connection.offer(Replay(SESSION, 3))
+    assert seqs(await harness.settle()) == [None]  # everything after 3 was sent on this socket
+
+
+async def test_resume_from_zero_of_an_ended_session_keeps_the_socket_open() -> None:
+    h = Harness(FakeLog(3, ending="session_completed"))
+    h.connection.start(baseline={})
+    h.connection.offer(Replay(SESSION, 0))
+    sent = await h.settle()
+    await h.connection.wait_closed()
+    assert [f["type"] for f in sent] == [
+        "work_accepted",
+        "chat_message",
+        "chat_message",
+        "session_completed",
+        "resumed",
+    ]
+    assert sent[-1]["last_seq"] == 4
+    assert h.socket.closed_with is None
+
+
+async def test_a_terminal_event_arriving_live_closes_the_socket() -> None:
+    h = Harness(FakeLog(3, ending="session_completed"))
+    h.connection.start(baseline={SESSION: 3})
+    h.connection.offer(SendEvent(h.log.at(4)))
+    async with asyncio.timeout(2):
+        await h.connection.closed.wait()
+    await h.connection.wait_closed()
+    assert h.socket.closed_with == CLOSE_SESSION_ENDED
+    assert [json.loads(t)["type"] for t in h.socket.sent] == ["session_completed"]
+
+
+async def test_a_resume_the_log_cannot_answer_is_an_error_and_can_be_retried(
+    harness: Harness,
+) -> None:
+    harness.connection.start(baseline={SESSION: 8})
+    harness.log.broken = True
+    harness.connection.offer(Replay(SESSION, 3, "r"))
+    failed = await harness.settle()
+    harness.log.broken = False
+    harness.connection.offer(Replay(SESSION, 3, "again"))
+    retried = await harness.settle()
+    assert [(f["type"], f.get("code"), f.get("request_id")) for f in failed] == [
+        ("error", "internal_error", "r")
+    ]
+    assert seqs(retried) == [4, 5, 6, 7, 8, 9, 10, None]
+    assert retried[-1]["last_seq"] == 10
