@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from worksession.config import Settings
 from worksession.lifespan import build_verifier
@@ -93,3 +94,34 @@ def test_migrate_and_sweep_on_a_fresh_file(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
     assert "deleted 0 chat messages" in result.stdout
+
+
+def test_several_workers_without_redis_are_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "worksession", "serve", "--workers", "2"],
+        env=_bare_environment(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "WORKSESSION_REDIS_URL" in result.stderr
+
+
+async def test_database_errors_never_carry_bound_values(tmp_path: Path) -> None:
+    """A failing statement's text must not hold what was bound to it (chat text, phones)."""
+    from sqlalchemy import text
+
+    from worksession.kit.db import Database
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    try:
+        with pytest.raises(Exception, match="no_such_table") as caught:
+            async with db.transaction() as s:
+                await s.execute(
+                    text("SELECT * FROM no_such_table WHERE x = :x"), {"x": "9876543210"}
+                )
+        assert "9876543210" not in str(caught.value)
+    finally:
+        await db.dispose()

@@ -52,6 +52,13 @@ def serve(
     from worksession.migrate import ensure_schema
 
     settings = _settings()
+    if workers > 1 and not settings.redis_url:
+        # The in-process broker cannot reach another process's sockets, and every process
+        # would lead the periodic jobs: N distance ticks, N typing stops.
+        raise typer.BadParameter(
+            "several workers need WORKSESSION_REDIS_URL (the in-process broker serves one)",
+            param_hint="--workers",
+        )
     logger.info("database: %s", describe_database(settings.database_url))
     ensure_schema(settings)
     with _metrics_directory(workers):

@@ -82,15 +82,3 @@ class MessageNotFound(WorksessionError):
     code = "message_not_found"
     http_status = 404
     default_message = "Message not found"
-
-
-class RateLimited(WorksessionError):
-    code = "rate_limited"
-    http_status = 429
-    default_message = "Too many frames"
-
-
-class Unauthenticated(WorksessionError):
-    code = "unauthenticated"
-    http_status = 401
-    default_message = "Invalid or missing token"

@@ -33,6 +33,10 @@ def dumps(value: Any) -> str:
 @dataclass(slots=True)
 class Outbox:
     messages: list[tuple[str, bytes]] = field(default_factory=list)
+    durable: list[tuple[str, bytes]] = field(default_factory=list)
+    """The logged events among ``messages``: worth publishing again after a failure, since
+    receivers drop what they already have by ``seq``. Ephemeral frames are not: a late
+    ``typing_indicator: true`` would undo the ``false`` sent after it."""
     origin: str | None = None
     """The id of the socket whose frame caused this, set by the gateway; a frame published
     with ``skip_origin`` is not delivered to that socket, which got it as a direct answer."""
@@ -40,8 +44,9 @@ class Outbox:
     def event(self, event: LoggedEvent, *, seeker_id: str, provider_id: str) -> None:
         """A logged event goes to both participants; each socket renders it for its role."""
         payload = dumps({"event": event.to_wire()}).encode()
-        self.messages.append((user_channel("seeker", seeker_id), payload))
-        self.messages.append((user_channel("provider", provider_id), payload))
+        for channel in (user_channel("seeker", seeker_id), user_channel("provider", provider_id)):
+            self.messages.append((channel, payload))
+            self.durable.append((channel, payload))
 
     def frame(
         self, role: Role, user_id: str, frame: dict[str, Any], *, skip_origin: bool = False
@@ -64,4 +69,8 @@ async def publish(broker: Broker, outbox: Outbox) -> None:
     try:
         await broker.publish(outbox.messages)
     except Exception as exc:
-        logger.warning("broker publish failed (%s); clients heal from the event log", exc)
+        # A recipient hears of the events when the broker is back (a second try, its own
+        # resync, the next event's gap fill, or its resume); never from a retry of ours
+        # for ephemeral frames.
+        logger.warning("broker publish failed (%s); events will be retried", type(exc).__name__)
+        broker.retry_later(outbox.durable)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import discard_database_url, fresh_database_url
+from tests.conftest import REDIS_URL, discard_database_url, fresh_database_url
 from tests.realtime.conftest import (
     SECRET,
     Server,
@@ -167,8 +168,11 @@ def test_frame_types_are_read_from_the_servers_own_encoding() -> None:
 
 @pytest.fixture
 def two_workers(db_url: str, tmp_path: Path) -> Iterator[Server]:
-    """``worksession serve --workers 2`` as an operator runs it, on a database of its own,
-    with its temporary files (the metrics directory) in ``tmp_path/tmp``."""
+    """``worksession serve --workers 2`` as an operator runs it (several workers need
+    Redis), on a database of its own, with its temporary files (the metrics directory) in
+    ``tmp_path/tmp``."""
+    if not REDIS_URL:
+        pytest.skip("several workers need Redis: set WORKSESSION_TEST_REDIS_URL (CI does)")
     backend = "sqlite" if db_url.startswith("sqlite") else "postgresql"
     url = fresh_database_url(backend, tmp_path)
     migrate.upgrade(url)
@@ -193,6 +197,8 @@ def _serve_workers(db_url: str, log_dir: Path, workers: int) -> Iterator[Server]
             "WORKSESSION_DATABASE_URL": db_url,
             "WORKSESSION_JWT_SECRET": SECRET,
             "WORKSESSION_DISTANCE_INTERVAL_S": "3600",
+            "WORKSESSION_REDIS_URL": REDIS_URL or "",
+            "WORKSESSION_REDIS_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
         }
     )
     log_path = log_dir / f"workers-{port}.log"

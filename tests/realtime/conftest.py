@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.conftest import discard_database_url, fresh_database_url
 from worksession import migrate
 from worksession.config import Settings
+from worksession.kit.db import Database
 from worksession.lifespan import build_verifier
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -167,11 +168,24 @@ def stop_server(server: Server) -> None:
 @pytest.fixture(scope="session")
 def server(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The default server of this backend: contract defaults but for a 1 s typing timeout
-    and no distance ticks (they would interleave with the frames other tests expect)."""
-    running = start_server(db_url, tmp_path_factory.mktemp("server"))
-    yield running
-    stop_server(running)
-    assert "Traceback" not in running.log(), running.log()
+    and no distance ticks (they would interleave with the frames other tests expect).
+
+    It has a database of its own: its jobs (offer expiry, typing auto-stop) would otherwise
+    act on the rows of the service tests that share the run's database.
+    """
+    with dedicated_server(db_url, tmp_path_factory.mktemp("server")) as running:
+        yield running
+
+
+@pytest.fixture
+async def db(server: Server) -> AsyncIterator[Database]:
+    """The default server's database, to check what a scenario wrote. Not emptied: the
+    server is running, and every scenario uses fresh user ids."""
+    database = Database(server.settings_database_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 def uid(prefix: str) -> str:

@@ -214,8 +214,20 @@ async def test_validation_errors_say_which_field_without_echoing_input(server: S
         error = await _error_for(client, json.dumps(frame))
     assert error["code"] == "validation_error"
     assert error["request_id"] == "m1"
-    assert error["details"][0]["loc"] == ["mediums"]
+    assert error["details"][0]["loc"] == ["mediums", "call"]
     assert "555" not in json.dumps(error)
+
+
+async def test_every_bad_medium_is_reported(server: Server) -> None:
+    async with open_client(server, "seeker", uid("seeker")) as client:
+        frame = {
+            "type": "medium_selection",
+            "session_id": SESSION,
+            "mediums": {"call": "123", "whatsapp": "9876543210", "signal": "9876543210"},
+        }
+        error = await _error_for(client, json.dumps(frame))
+    assert error["code"] == "validation_error"
+    assert sorted(d["loc"][-1] for d in error["details"]) == ["call", "signal"]
 
 
 async def test_request_id_is_echoed_on_errors(server: Server) -> None:
@@ -249,6 +261,8 @@ async def test_rate_limit_drops_frames_with_retry_after(server: Server) -> None:
     assert len(pongs) + len(limited) == 60
     assert 40 <= len(pongs) < 60  # the burst passes, the rest is dropped
     assert all(f["retry_after_ms"] >= 1 for f in limited)
+    # Even a dropped frame's error echoes its request_id.
+    assert all(f["request_id"].startswith("p") for f in limited)
 
 
 async def test_sustained_abuse_is_closed_with_1008(server: Server) -> None:

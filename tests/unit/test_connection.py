@@ -149,11 +149,50 @@ async def test_the_connected_baseline_is_not_sent_again(harness: Harness) -> Non
     assert harness.log.calls == []
 
 
-async def test_an_unreadable_log_still_delivers_the_live_event(harness: Harness) -> None:
+async def test_an_unreadable_log_holds_the_event_and_a_resume_recovers_the_gap(
+    harness: Harness,
+) -> None:
     harness.connection.start(baseline={SESSION: 1})
     harness.log.broken = True
     harness.connection.offer(SendEvent(harness.log.at(4)))
-    assert seqs(await harness.settle()) == [4]
+    # Sending 4 without 2 and 3 would mark them as sent: nothing goes out yet.
+    assert seqs(await harness.settle()) == []
+    harness.log.broken = False
+    harness.connection.offer(Replay(SESSION, 1))
+    assert seqs(await harness.settle()) == [2, 3, 4, 5, 6, 7, 8, 9, 10, None]
+
+
+async def test_the_next_event_fills_a_gap_the_log_could_not(harness: Harness) -> None:
+    harness.connection.start(baseline={SESSION: 1})
+    harness.log.broken = True
+    harness.connection.offer(SendEvent(harness.log.at(4)))
+    await harness.settle()
+    harness.log.broken = False
+    harness.connection.offer(SendEvent(harness.log.at(5)))
+    assert seqs(await harness.settle()) == [2, 3, 4, 5]
+
+
+async def test_a_registered_answer_carries_its_request_id_even_via_a_gap_fill(
+    harness: Harness,
+) -> None:
+    # Event 3 answers this socket's frame, but event 4 (someone else's) arrives first and
+    # pulls 3 in from the log: 3 still carries the request_id, once.
+    harness.connection.start(baseline={SESSION: 2})
+    harness.connection.expect_answer(SESSION, 3, "mine")
+    harness.connection.offer(SendEvent(harness.log.at(4)))
+    harness.connection.offer(SendEvent(harness.log.at(3)))
+    sent = await harness.settle()
+    assert [(f["seq"], f.get("request_id")) for f in sent] == [(3, "mine"), (4, None)]
+
+
+async def test_resume_beyond_the_log_reports_the_real_last_seq(harness: Harness) -> None:
+    harness.connection.start(baseline={SESSION: 5})
+    harness.connection.offer(Replay(SESSION, 1000))
+    sent = await harness.settle()
+    assert sent == [{"type": "resumed", "session_id": str(SESSION), "last_seq": 10}]
+    harness.log.events.append(event(11))
+    harness.connection.offer(SendEvent(harness.log.at(11)))
+    assert seqs(await harness.settle()) == [11]  # not dropped as "already sent"
 
 
 async def test_resume_sends_what_the_client_missed_then_resumed(harness: Harness) -> None:

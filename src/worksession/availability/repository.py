@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from worksession.kit.db import dialect_insert
 from worksession.models import ProviderActiveStatus, SeekerSearchPreference
-
-
-def _insert(db: AsyncSession, model: Any) -> Any:
-    # Both dialects spell the upsert ON CONFLICT ... DO UPDATE, but each builds its own
-    # statement class; pick the one of the database this session is bound to.
-    if db.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)
 
 
 async def upsert_provider_active(
     db: AsyncSession, *, provider_id: str, active: bool, now: datetime
 ) -> None:
-    statement = _insert(db, ProviderActiveStatus).values(
+    statement = dialect_insert(db, ProviderActiveStatus).values(
         provider_id=provider_id, is_active=active, updated_at=now
     )
     await db.execute(
@@ -37,7 +28,7 @@ async def upsert_provider_active(
 async def upsert_seeker_searching(
     db: AsyncSession, *, seeker_id: str, searching: bool, now: datetime
 ) -> None:
-    statement = _insert(db, SeekerSearchPreference).values(
+    statement = dialect_insert(db, SeekerSearchPreference).values(
         seeker_id=seeker_id, is_searching=searching, updated_at=now
     )
     await db.execute(

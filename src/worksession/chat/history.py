@@ -31,6 +31,7 @@ from worksession.kit import cursor
 from worksession.kit.clock import utcnow
 from worksession.models import ChatMessage
 from worksession.orders.schemas import UtcTimestamp
+from worksession.sessions import repository as session_repository
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 100
@@ -101,7 +102,7 @@ async def history_page(
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be within 1..{MAX_LIMIT}")
     now = now or utcnow()
-    session = await repository.session_of_participant(
+    session = await session_repository.session_for(
         db, session_id=session_id, user_id=user_id, role=role
     )
     if session is None:

@@ -8,12 +8,10 @@ from datetime import datetime
 from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, and_, delete, or_, select, update
-from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
 
-from worksession.models import Base, ChatMessage, TypingIndicator, WorkSession
+from worksession.kit.db import dialect_insert
+from worksession.models import ChatMessage, TypingIndicator, WorkSession
 from worksession.sessions.states import MessageStatus
 
 
@@ -33,27 +31,6 @@ async def delete_typing_idle_since(db: AsyncSession, cutoff: datetime) -> int:
 
 _CLIENT_MSG_KEY = ("session_id", "sender_id", "client_msg_id")
 _TYPING_KEY = ("session_id", "user_id")
-
-
-def _insert(db: AsyncSession, model: type[Base]) -> pg.Insert | sqlite.Insert:
-    """An INSERT that knows ``ON CONFLICT`` in the session's dialect (both spell it alike)."""
-    if db.get_bind().dialect.name == "postgresql":
-        return pg.insert(model)
-    return sqlite.insert(model)
-
-
-def _participant(role: str) -> InstrumentedAttribute[str]:
-    return WorkSession.seeker_id if role == "seeker" else WorkSession.provider_id
-
-
-async def session_of_participant(
-    db: AsyncSession, *, session_id: uuid.UUID, user_id: str, role: str
-) -> WorkSession | None:
-    """The session if ``user_id`` takes part in it as ``role``; read only, no lock."""
-    query = select(WorkSession).where(
-        WorkSession.session_id == session_id, _participant(role) == user_id
-    )
-    return (await db.execute(query)).scalar_one_or_none()
 
 
 async def open_chat_room(
@@ -86,7 +63,7 @@ async def insert_message_unless_duplicate(
     insert of the same key waits for the other transaction and then does nothing.
     """
     statement = (
-        _insert(db, ChatMessage)
+        dialect_insert(db, ChatMessage)
         .values(
             message_id=message_id,
             session_id=session_pk,
@@ -139,7 +116,7 @@ async def message_for_participant(
         .join(WorkSession, WorkSession.id == ChatMessage.session_id)
         .where(
             ChatMessage.message_id == message_id,
-            _participant(role) == user_id,
+            WorkSession.participant(role) == user_id,
             or_(ChatMessage.expires_at.is_(None), ChatMessage.expires_at > now),
         )
     )
@@ -197,7 +174,7 @@ async def store_typing(
     previous = await _typing_state_for_update(db, session_pk, user_id)
     if previous is None:
         inserted = await db.execute(
-            _insert(db, TypingIndicator)
+            dialect_insert(db, TypingIndicator)
             .values(
                 session_id=session_pk,
                 user_id=user_id,

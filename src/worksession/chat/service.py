@@ -21,6 +21,7 @@ from worksession.models import ChatMessage, WorkSession
 from worksession.ops import metrics
 from worksession.outbox import Outbox, Role
 from worksession.sessions import events
+from worksession.sessions import repository as session_repository
 from worksession.sessions.events import Answer, LoggedEvent
 from worksession.sessions.render import chat_message_ack
 from worksession.sessions.repository import lock_session_for
@@ -259,9 +260,7 @@ async def set_typing(
     """
     now = now or utcnow()
     session = _require_live(
-        await chat_repository.session_of_participant(
-            db, session_id=session_id, user_id=user_id, role=role
-        )
+        await session_repository.session_for(db, session_id=session_id, user_id=user_id, role=role)
     )
     changed = await chat_repository.store_typing(
         db,

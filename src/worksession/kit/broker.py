@@ -32,6 +32,11 @@ class Broker(abc.ABC):
     async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Publish (channel, payload) pairs, in order. Raises if the broker is unreachable."""
 
+    def retry_later(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Best effort beyond the guarantee: publish ``messages`` again once the broker
+        is reachable (they failed to publish). The default forgets them."""
+        return None
+
     @abc.abstractmethod
     async def subscribe(self, channel: str) -> None: ...
 

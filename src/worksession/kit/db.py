@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 from sqlalchemy import event, exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -81,19 +82,43 @@ def _begin_immediate(connection: Any) -> None:
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An engine for ``url``.
 
+    ``hide_parameters``: a database error's text would otherwise carry the bound values
+    (message text, mediums with phone numbers) into whatever logs the exception.
+
     SQLite allows one writer at a time. Rather than letting concurrent frames fail, the
     embedded mode funnels every transaction through a single pooled connection: frames wait
     their turn for a few milliseconds instead of erroring, and ``SELECT ... FOR UPDATE``
     (which SQLite ignores) is not needed for correctness there.
     """
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=30)
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            hide_parameters=True,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=30,
+        )
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         event.listen(engine.sync_engine, "begin", _begin_immediate)
         return engine
     return create_async_engine(
-        url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_recycle=1800
+        url,
+        echo=echo,
+        hide_parameters=True,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        pool_recycle=1800,
     )
+
+
+def dialect_insert(db: AsyncSession, table: Any) -> Any:
+    """An INSERT that knows ``ON CONFLICT`` for the database ``db`` is bound to: both
+    dialects spell the upsert alike, but each builds its own statement class."""
+    if db.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 class Database:

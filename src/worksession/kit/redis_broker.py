@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
@@ -20,6 +21,8 @@ from worksession.kit.broker import Broker, Deliver, Resubscribed
 logger = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+RETRY_BUFFER = 10_000
+"""Messages kept for a second try after a failed publish; the oldest go first when full."""
 
 
 class RedisBroker(Broker):
@@ -35,7 +38,11 @@ class RedisBroker(Broker):
     """
 
     def __init__(self, url: str, *, prefix: str = "worksession") -> None:
-        self.client: Redis = Redis.from_url(url, health_check_interval=10)
+        # Bounded waits: a Redis that hangs must fail a publish (the commit stands) rather
+        # than hold the frame loop, and must not keep a dead leader believing it leads.
+        self.client: Redis = Redis.from_url(
+            url, health_check_interval=10, socket_timeout=5, socket_connect_timeout=2
+        )
         self._prefix = f"{prefix}:"
         self._channels: set[str] = set()
         # A channel of our own keeps the pub/sub connection open while no user is online.
@@ -45,6 +52,7 @@ class RedisBroker(Broker):
         self._deliver: Deliver | None = None
         self._listener: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._retry: deque[tuple[str, bytes]] = deque(maxlen=RETRY_BUFFER)
         self.reconnects = 0
 
     async def start(self, deliver: Deliver, on_resubscribed: Resubscribed | None = None) -> None:
@@ -55,8 +63,16 @@ class RedisBroker(Broker):
 
     async def _connect(self) -> None:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._control, *(self._prefix + c for c in sorted(self._channels)))
+        wanted = {self._prefix + c for c in self._channels}
+        await pubsub.subscribe(self._control, *sorted(wanted))
         self._pubsub = pubsub
+        # A socket that registered while SUBSCRIBE was in flight found no pub/sub to
+        # subscribe on; one that left, none to unsubscribe from. Settle the difference.
+        now_wanted = {self._prefix + c for c in self._channels}
+        if missing := now_wanted - wanted:
+            await pubsub.subscribe(*sorted(missing))
+        if gone := wanted - now_wanted:
+            await pubsub.unsubscribe(*sorted(gone))
         self._connected.set()
 
     async def _listen(self) -> None:
@@ -72,6 +88,10 @@ class RedisBroker(Broker):
                     if self._on_resubscribed is not None:
                         self._on_resubscribed()
                     continue
+                if self._retry:
+                    # A failed retry says nothing about the subscription: try next time.
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._publish_retries()
                 message = await pubsub.get_message(timeout=1.0)
                 if message is not None and message.get("type") == "message":
                     channel = message["channel"]
@@ -93,6 +113,18 @@ class RedisBroker(Broker):
             except Exception:
                 logger.exception("broker listener error")
                 await asyncio.sleep(0.1)
+
+    def retry_later(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        self._retry.extend(messages)
+
+    async def _publish_retries(self) -> None:
+        pending = list(self._retry)
+        self._retry.clear()
+        try:
+            await self.publish(pending)
+        except (RedisError, OSError):
+            self._retry.extendleft(reversed(pending))
+            raise
 
     async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
         if len(messages) == 1:

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, Integer, String, Uuid, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import InstrumentedAttribute, Mapped, mapped_column
 
 from worksession.kit.sqltypes import JSONType, UTCDateTime
 from worksession.models.base import Base, Timestamped, UserId
@@ -65,6 +65,11 @@ class WorkSession(Timestamped, Base):
     cancelled_by: Mapped[str | None] = mapped_column(String(16))
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @classmethod
+    def participant(cls, role: str) -> InstrumentedAttribute[str]:
+        """The column holding the participant of ``role`` ("seeker" or "provider")."""
+        return cls.seeker_id if role == "seeker" else cls.provider_id
 
     __table_args__ = (
         CheckConstraint(

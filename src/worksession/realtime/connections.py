@@ -40,6 +40,7 @@ LiveSessionOf = Callable[[], Awaitable[uuid.UUID | None]]
 
 CLOSE_SESSION_ENDED = 1000
 CLOSE_POLICY = 1008
+CLOSE_SERVER_ERROR = 1011
 CLOSE_RESTARTING = 1012
 CLOSE_UNAUTHENTICATED = 4401
 
@@ -71,17 +72,11 @@ class Replay:
 
 
 @dataclass(frozen=True, slots=True)
-class CloseSocket:
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class Resync:
     """The broker was away: send every logged event this socket may have missed."""
 
 
-Item = SendFrame | SendEvent | Replay | Resync | CloseSocket
+Item = SendFrame | SendEvent | Replay | Resync
 
 
 @dataclass(slots=True)
@@ -112,6 +107,7 @@ class Connection:
         self._live_session_of = live_session_of
         self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_size)
         self._sent: dict[uuid.UUID, SentRange] = {}
+        self._answers: dict[tuple[uuid.UUID, int], str] = {}
         self._writer: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
@@ -173,8 +169,8 @@ class Connection:
                     case SendFrame(text):
                         await self._write(text)
                     case SendEvent(event, request_id):
-                        await self._deliver(event, request_id)
-                        if event.kind in TERMINAL_KINDS:
+                        delivered = await self._deliver(event, request_id)
+                        if delivered and event.kind in TERMINAL_KINDS:
                             await self._close(CLOSE_SESSION_ENDED, "session ended")
                             return
                     case Replay(session_id, after_seq, request_id):
@@ -182,20 +178,30 @@ class Connection:
                     case Resync():
                         if await self._resync():
                             return
-                    case CloseSocket(code, reason):
-                        await self._close(code, reason)
-                        return
         except asyncio.CancelledError:
             raise
-        except Exception:  # the socket is gone; the reader sees the disconnect
-            logger.debug("writer stopped", exc_info=True)
+        except OSError:  # the peer went away mid-send; the reader sees the disconnect
             self.closed.set()
+        except Exception:
+            # A bug (say, an event this version cannot render): say so, and close with the
+            # code that tells the client to reconnect and resume rather than go silent.
+            logger.exception("writer failed; closing the socket with 1011")
+            await self._close(CLOSE_SERVER_ERROR, "internal error")
+
+    def expect_answer(self, session_id: uuid.UUID, seq: int, request_id: str) -> None:
+        """The event ``seq`` answers a frame of this socket: whichever way it reaches the
+        socket first (directly, by the broker, by a gap fill), it carries ``request_id``."""
+        self._answers[(session_id, seq)] = request_id
+
+    def forget_answer(self, session_id: uuid.UUID, seq: int) -> None:
+        self._answers.pop((session_id, seq), None)
 
     async def _write(self, text: str) -> None:
         await self.socket.send_text(text)
         metrics.frame_out(text)
 
     async def _send_event(self, event: LoggedEvent, request_id: str | None = None) -> None:
+        request_id = self._answers.pop((event.session_id, event.seq), None) or request_id
         frame = render(event, self.role)
         if frame is None:
             return
@@ -203,23 +209,38 @@ class Connection:
             frame = {**frame, "request_id": request_id}
         await self._write(dumps(frame))
 
-    async def _deliver(self, event: LoggedEvent, request_id: str | None) -> None:
+    async def _deliver(self, event: LoggedEvent, request_id: str | None = None) -> bool:
+        """Send ``event`` unless already sent, after any events before it that this socket
+        has not sent; returns whether it was sent."""
         sent = self._sent.get(event.session_id)
         if sent is None:
             # A session this socket has not heard of yet starts at seq 1 (work_accepted).
             sent = self._sent[event.session_id] = SentRange(0, 0)
         if event.seq <= sent.high:
-            return
+            return False
         if event.seq > sent.high + 1:
-            for missing in await self._fetch_or_nothing(event.session_id, sent.high, event.seq):
-                await self._send_event(missing)
+            try:
+                missing = await self._fetch(event.session_id, sent.high, event.seq)
+            except Exception as exc:
+                # Sending this one would mark the ones before it as sent. Hold it: the next
+                # event, a resync or the client's own resume fills the gap from the log.
+                logger.warning("could not read the event log to fill a gap: %s", type(exc).__name__)
+                return False
+            for earlier in missing:
+                await self._send_event(earlier)
+                sent.high = earlier.seq
         await self._send_event(event, request_id)
         sent.high = event.seq
+        return True
 
     async def _replay(self, session_id: uuid.UUID, after_seq: int, request_id: str | None) -> None:
-        """Send the events after ``after_seq`` that this socket has not sent, in order."""
+        """Send the events after ``after_seq`` that this socket has not sent, in order,
+        then ``resumed`` with the session's real last seq (never the client's word for it:
+        a ``last_seq`` beyond the log must not make the socket drop events as sent)."""
+        sent = self._sent.get(session_id)
+        start = min(after_seq, sent.high) if sent is not None else 0
         try:
-            events = await self._fetch(session_id, after_seq, None)
+            events = await self._fetch(session_id, start, None)
         except Exception as exc:
             # ``resumed`` would claim a replay that did not happen (and mark the range as
             # sent, so a retry would skip it): answer an error, the client resumes again.
@@ -234,15 +255,17 @@ class Connection:
                 failed["request_id"] = request_id
             await self._write(dumps(failed))
             return
-        sent = self._sent.setdefault(session_id, SentRange(after_seq, after_seq))
-        last = max(after_seq, sent.high)
+        last = max((e.seq for e in events), default=sent.high if sent is not None else 0)
+        low = min(after_seq, last)
         for event in events:
-            if sent.low < event.seq <= sent.high:
+            already_sent = sent is not None and sent.low < event.seq <= sent.high
+            if event.seq <= after_seq or already_sent:
                 continue
             await self._send_event(event)
-            last = max(last, event.seq)
-        sent.low = min(sent.low, after_seq)
-        sent.high = max(sent.high, last)
+        if sent is None:
+            sent = self._sent[session_id] = SentRange(low, last)
+        else:
+            sent.low, sent.high = min(sent.low, low), max(sent.high, last)
         resumed: dict[str, Any] = {
             "type": "resumed",
             "session_id": str(session_id),
@@ -261,8 +284,10 @@ class Connection:
         if self._live_session_of is not None:
             try:
                 live = await self._live_session_of()
-            except Exception:
-                logger.warning("could not look up the live session to resync", exc_info=True)
+            except Exception as exc:
+                logger.warning(
+                    "could not look up the live session to resync: %s", type(exc).__name__
+                )
                 live = None
             if live is not None:
                 session_ids.add(live)
@@ -270,8 +295,8 @@ class Connection:
             sent = self._sent.get(session_id)
             after = sent.high if sent is not None else 0
             for event in await self._fetch_or_nothing(session_id, after, None):
-                await self._deliver(event, None)
-                if event.kind in TERMINAL_KINDS:
+                delivered = await self._deliver(event)
+                if delivered and event.kind in TERMINAL_KINDS:
                     await self._close(CLOSE_SESSION_ENDED, "session ended")
                     return True
         return False
@@ -281,9 +306,9 @@ class Connection:
     ) -> list[LoggedEvent]:
         try:
             return await self._fetch(session_id, after, before)
-        except Exception:
-            # Without the log we cannot fill the gap; the client's own resume still can.
-            logger.warning("could not read the event log to fill a gap", exc_info=True)
+        except Exception as exc:
+            # Nothing is marked as sent: the next resync or the client's resume catches up.
+            logger.warning("could not read the event log to resync: %s", type(exc).__name__)
             return []
 
 

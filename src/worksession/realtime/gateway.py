@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -207,14 +208,15 @@ class SocketSession:
                 self.connection.close_soon(CLOSE_POLICY, "rate limit exceeded")
                 return
             metrics.error_sent("rate_limited")
-            self.connection.send(
-                {
-                    "type": "error",
-                    "code": "rate_limited",
-                    "message": "Too many frames; this one was dropped",
-                    "retry_after_ms": retry_after_ms(wait),
-                }
-            )
+            limited: dict[str, Any] = {
+                "type": "error",
+                "code": "rate_limited",
+                "message": "Too many frames; this one was dropped",
+                "retry_after_ms": retry_after_ms(wait),
+            }
+            if peeked := _peek_request_id(raw):
+                limited["request_id"] = peeked
+            self.connection.send(limited)
             return
         request_id: str | None = None
         request_token = session_token = None
@@ -390,16 +392,27 @@ class SocketSession:
 
         The answer is queued before publishing so that this socket's copy from the broker
         arrives second and is dropped as already sent: the client sees each event once,
-        and the one that answers its frame carries its ``request_id``.
+        and the one that answers its frame carries its ``request_id`` however it arrives.
         """
         outbox = Outbox(origin=self.connection.id)
-        async with self.state.db.transaction() as s:
-            answer = await call(s, outbox)
+        expected: tuple[uuid.UUID, int] | None = None
+        try:
+            async with self.state.db.transaction() as s:
+                answer = await call(s, outbox)
+                if answer and answer.events and answer.answers and message.request_id:
+                    # Before COMMIT: the moment it commits, another frame's later event
+                    # may make this socket fill the gap with this one, and that copy must
+                    # carry the request_id too.
+                    answering = answer.events[-1]
+                    expected = (answering.session_id, answering.seq)
+                    self.connection.expect_answer(*expected, message.request_id)
+        except BaseException:
+            if expected is not None:
+                self.connection.forget_answer(*expected)  # rolled back: the seq may be reused
+            raise
         if answer is not None:
-            request_id = message.request_id if answer.answers else None
-            last = len(answer.events) - 1
-            for i, event in enumerate(answer.events):
-                self.connection.offer(SendEvent(event, request_id if i == last else None))
+            for event in answer.events:
+                self.connection.offer(SendEvent(event))
             if answer.frame is not None:
                 self._reply(dict(answer.frame), message)
         await publish(self.state.broker, outbox)
@@ -410,8 +423,23 @@ def _session_of(message: Any) -> str | None:
     return None if session_id is None else str(session_id)
 
 
-async def close_all(state: AppState, code: int, reason: str) -> None:
+_REQUEST_ID = re.compile(r'"request_id"\s*:\s*"([^"\\]{1,64})"')
+
+
+def _peek_request_id(raw: str | bytes) -> str | None:
+    """The request_id of a frame that will not be parsed (it was rate limited): a regular
+    expression over the text costs far less than decoding JSON the client keeps sending."""
+    if not isinstance(raw, str):
+        return None
+    found = _REQUEST_ID.search(raw)
+    return found.group(1) if found else None
+
+
+async def close_all(state: AppState, code: int, reason: str, timeout_s: float = 5.0) -> None:
     for connection in state.hub.connections():
         connection.close_soon(code, reason)
+    # A peer that never answers the close must not hold the shutdown.
     with contextlib.suppress(Exception):
-        await asyncio.gather(*(c.closed.wait() for c in state.hub.connections()))
+        await asyncio.wait_for(
+            asyncio.gather(*(c.closed.wait() for c in state.hub.connections())), timeout_s
+        )

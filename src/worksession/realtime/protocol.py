@@ -36,7 +36,7 @@ from worksession.errors import (
 )
 from worksession.geo import recorded_at_too_far_in_future
 from worksession.kit.clock import utcnow
-from worksession.sessions.mediums import normalise_mediums
+from worksession.sessions.mediums import InvalidMediums, normalise_mediums
 
 MAX_REQUEST_ID_CHARS = 64
 MAX_NUMBER_DIGITS = 32
@@ -341,11 +341,16 @@ def parse_frame(raw: str | bytes, *, role: str) -> InboundMessage:
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     """Pydantic's errors without the offending input (it may be a phone number or text)."""
-    details = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+    details: list[dict[str, Any]] = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=True):
         loc = list(error["loc"])
         if loc and loc[0] in INBOUND_TYPES:  # the discriminator's tag adds nothing
             loc = loc[1:]
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, InvalidMediums):
+            # One entry per bad medium, as the mediums check reported them.
+            details.extend({**d, "type": "value_error"} for d in cause.details)
+            continue
         details.append({"loc": loc, "msg": error["msg"], "type": error["type"]})
     return details
 

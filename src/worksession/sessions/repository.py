@@ -82,7 +82,7 @@ async def lock_session_for(
     receipts, seq allocation) on PostgreSQL; SQLite ignores it, and the embedded mode
     serialises transactions anyway.
     """
-    participant = WorkSession.seeker_id if role == "seeker" else WorkSession.provider_id
+    participant = WorkSession.participant(role)
     query = (
         select(WorkSession)
         .where(WorkSession.session_id == session_id, participant == user_id)
@@ -92,7 +92,7 @@ async def lock_session_for(
 
 
 async def live_session_of(db: AsyncSession, *, user_id: str, role: str) -> WorkSession | None:
-    participant = WorkSession.seeker_id if role == "seeker" else WorkSession.provider_id
+    participant = WorkSession.participant(role)
     query = select(WorkSession).where(
         participant == user_id,
         WorkSession.connection_state.in_([s.value for s in LIVE_STATES]),
@@ -187,7 +187,7 @@ async def session_for(
     db: AsyncSession, *, session_id: uuid.UUID, user_id: str, role: str
 ) -> WorkSession | None:
     """The session if ``user_id`` takes part in it as ``role``; read only, no lock."""
-    participant = WorkSession.seeker_id if role == "seeker" else WorkSession.provider_id
+    participant = WorkSession.participant(role)
     query = select(WorkSession).where(WorkSession.session_id == session_id, participant == user_id)
     return (await db.execute(query)).scalar_one_or_none()
 

@@ -1,7 +1,9 @@
 """The states of sessions, work orders, offers and chat messages, and the moves between them.
 
-Services check a move here before issuing the conditional UPDATE that makes it stick; the
-tables are the single statement of what the contract allows.
+The tables are the single statement of what the contract allows. The database enforces
+them where it matters (conditional UPDATEs such as ``WHERE status = 'pending'``); the
+session service consults ``can_transition`` and ``is_live`` directly, and the unit tests
+hold the SQL and these tables to the same rules.
 """
 
 from __future__ import annotations
