@@ -57,6 +57,10 @@ async def make_chat_message(
     text: str = "hello",
     expires_at: datetime | None = None,
     client_msg_id: str | None = None,
+    created_at: datetime | None = None,
+    status: str = "sent",
+    delivered_at: datetime | None = None,
+    read_at: datetime | None = None,
 ) -> ChatMessage:
     sender_id = session.seeker_id if sender_type == "seeker" else session.provider_id
     message = ChatMessage(
@@ -66,7 +70,12 @@ async def make_chat_message(
         message_text=text,
         expires_at=expires_at,
         client_msg_id=client_msg_id,
+        delivery_status=status,
+        delivered_at=delivered_at,
+        read_at=read_at,
     )
+    if created_at is not None:  # several messages may share one instant on purpose
+        message.created_at = message.updated_at = created_at
     db.add(message)
     await db.flush()
     return message

@@ -11,9 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import make_work_session
+from tests.factories import make_chat_message, make_work_session
 from tests.rest.conftest import bearer
-from tests.rest.factories import make_message_at
 from worksession import geo
 from worksession.kit.clock import isoformat_z, utcnow
 from worksession.kit.db import Database
@@ -99,7 +98,7 @@ async def test_history_lists_messages_with_sender_type_only(
     session = await _session(db, state="active")
     t0 = utcnow() - timedelta(minutes=5)
     async with db.transaction() as s:
-        first = await make_message_at(
+        first = await make_chat_message(
             s,
             session=session,
             created_at=t0,
@@ -108,7 +107,7 @@ async def test_history_lists_messages_with_sender_type_only(
             delivered_at=t0 + timedelta(seconds=1),
             read_at=t0 + timedelta(seconds=2),
         )
-        second = await make_message_at(
+        second = await make_chat_message(
             s, session=session, created_at=t0 + timedelta(seconds=3), sender_type="provider"
         )
 
@@ -155,7 +154,7 @@ async def test_seven_messages_in_pages_of_three_with_shared_timestamps(
     times = [base + timedelta(seconds=2), tie, tie, tie, base + timedelta(seconds=3), tie, tie]
     async with db.transaction() as s:
         rows = [
-            await make_message_at(s, session=session, created_at=t, text=f"m{i}")
+            await make_chat_message(s, session=session, created_at=t, text=f"m{i}")
             for i, t in enumerate(times)
         ]
     expected = [
@@ -193,7 +192,7 @@ async def test_a_last_full_page_has_no_cursor(
     now = utcnow()
     async with db.transaction() as s:
         for i in range(3):
-            await make_message_at(s, session=session, created_at=now - timedelta(seconds=i))
+            await make_chat_message(s, session=session, created_at=now - timedelta(seconds=i))
 
     response = await client.get(
         messages_url(session.session_id),
@@ -211,19 +210,19 @@ async def test_expired_messages_are_never_returned(
     session = await _session(db, state="cancelled")
     now = utcnow()
     async with db.transaction() as s:
-        await make_message_at(
+        await make_chat_message(
             s,
             session=session,
             created_at=now - timedelta(hours=2),
             expires_at=now - timedelta(seconds=1),
         )
-        kept = await make_message_at(
+        kept = await make_chat_message(
             s,
             session=session,
             created_at=now - timedelta(hours=1),
             expires_at=now + timedelta(hours=1),
         )
-        live = await make_message_at(s, session=session, created_at=now - timedelta(minutes=1))
+        live = await make_chat_message(s, session=session, created_at=now - timedelta(minutes=1))
 
     response = await client.get(
         messages_url(session.session_id), headers=bearer(db_url, "seeker", SEEKER)
@@ -248,7 +247,7 @@ async def test_an_outsider_gets_the_same_404_as_for_no_session(
 ) -> None:
     session = await _session(db)
     async with db.transaction() as s:
-        await make_message_at(s, session=session, created_at=utcnow())
+        await make_chat_message(s, session=session, created_at=utcnow())
 
     outsider = await client.get(messages_url(session.session_id), headers=bearer(db_url, role, sub))
     missing = await client.get(messages_url(uuid.uuid4()), headers=bearer(db_url, role, sub))
