@@ -4,9 +4,6 @@ workers report one set of numbers (prometheus-client's multi-process mode)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,17 +16,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REDIS_URL, discard_database_url, fresh_database_url
 from tests.realtime.conftest import (
-    SECRET,
     Server,
     dedicated_server,
-    free_port,
     live_session,
     open_client,
+    start_server,
     stop_server,
     uid,
 )
 from worksession import migrate
-from worksession.config import Settings
 from worksession.ops import metrics
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -185,44 +180,20 @@ def two_workers(db_url: str, tmp_path: Path) -> Iterator[Server]:
 
 @contextmanager
 def _serve_workers(db_url: str, log_dir: Path, workers: int) -> Iterator[Server]:
-    port = free_port()
     tmp = log_dir / "tmp"
     tmp.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKSESSION_")}
-    env.pop(metrics.MULTIPROC_DIR_ENV, None)
-    env.update(
-        {
-            "TMPDIR": str(tmp),
-            "WORKSESSION_ENV": "test",
-            "WORKSESSION_DATABASE_URL": db_url,
-            "WORKSESSION_JWT_SECRET": SECRET,
-            "WORKSESSION_DISTANCE_INTERVAL_S": "3600",
-            "WORKSESSION_REDIS_URL": REDIS_URL or "",
-            "WORKSESSION_REDIS_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
-        }
-    )
-    log_path = log_dir / f"workers-{port}.log"
-    workers_args = ("--workers", str(workers))
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "worksession", "serve", "--port", str(port), *workers_args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=log_dir,
-        )
-    server = Server(
-        base_url=f"http://127.0.0.1:{port}",
-        ws_url=f"ws://127.0.0.1:{port}",
-        process=process,
-        log_path=log_path,
-        settings=Settings(jwt_secret=SECRET),
-        settings_database_url=db_url,
+    server = start_server(
+        db_url,
+        log_dir,
+        workers=str(workers),
+        extra_env={"TMPDIR": str(tmp)},
+        redis_url=REDIS_URL or "",
+        redis_prefix=f"test-{uuid.uuid4().hex[:8]}",
     )
     try:
         deadline = time.monotonic() + 60
         while server.log().count("worksession ready") < workers:
-            assert process.poll() is None, server.log()
+            assert server.process.poll() is None, server.log()
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.1)
         (metrics_dir,) = tmp.iterdir()

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,9 +85,23 @@ class Server:
         return body
 
 
-def start_server(db_url: str, log_dir: Path, *, workers: str = "1", **overrides: str) -> Server:
+def start_server(
+    db_url: str,
+    log_dir: Path,
+    *,
+    workers: str = "1",
+    extra_env: Mapping[str, str] | None = None,
+    **overrides: str,
+) -> Server:
+    """``python -m worksession serve`` with ``WORKSESSION_<NAME>`` set from ``overrides``
+    (and nothing inherited: neither our settings nor a metrics directory)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKSESSION_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WORKSESSION_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    env.update(extra_env or {})
     env.update(
         {
             "WORKSESSION_ENV": "test",

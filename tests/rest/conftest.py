@@ -25,7 +25,7 @@ def settings_for(db_url: str) -> Settings:
     return Settings(env="test", database_url=db_url, jwt_secret=SECRET)
 
 
-def bearer(db_url: str, user_type: UserType, sub: str = "orders-svc") -> dict[str, str]:
+def bearer(db_url: str, user_type: UserType = "service", sub: str = "orders-svc") -> dict[str, str]:
     token = build_verifier(settings_for(db_url)).issue(sub=sub, user_type=user_type)
     return {"Authorization": f"Bearer {token}"}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -11,15 +10,14 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from tests.rest.conftest import bearer, settings_for
 from worksession.config import Settings
 from worksession.kit.db import Database
 from worksession.kit.jwt import UserType
 from worksession.lifespan import build_verifier
-from worksession.main import create_app
 from worksession.models import WorkOffer, WorkOrder
 from worksession.state import AppState
 
-SECRET = "rest-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 URL = "/internal/v1/work-orders"
 GOOD_BODY: dict[str, Any] = {
     "seeker_id": "s1",
@@ -27,33 +25,6 @@ GOOD_BODY: dict[str, Any] = {
     "details": {"service": "plumbing"},
     "seeker_location": {"lat": 12.9716, "lng": 77.5946},
 }
-
-
-def settings_for(db_url: str) -> Settings:
-    return Settings(env="test", database_url=db_url, jwt_secret=SECRET)
-
-
-def token(db_url: str, user_type: UserType = "service", sub: str = "orders-svc") -> str:
-    return build_verifier(settings_for(db_url)).issue(sub=sub, user_type=user_type)
-
-
-def bearer(db_url: str, user_type: UserType = "service") -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(db_url, user_type)}"}
-
-
-@pytest.fixture
-async def app(db: Database, db_url: str) -> AsyncIterator[FastAPI]:
-    # ASGITransport does not run the lifespan; enter it here. `db` empties the tables after.
-    application = create_app(settings_for(db_url))
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        yield http
 
 
 async def test_create_returns_201_stores_the_order_and_publishes_work_requests(
