@@ -35,10 +35,8 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict on src/
 	$(BIN)/mypy
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks (CPU per operation, ratios to a baseline measured in the same run)
-	$(BIN)/python bench/tick.py --sessions 10000
-	@if [ -n "$$WORKSESSION_TEST_DATABASE_URL" ]; then \
-		$(BIN)/python bench/tick.py --sessions 10000 --postgres "$$WORKSESSION_TEST_DATABASE_URL"; fi
+bench: $(STAMP) ## Benchmarks on PostgreSQL + Redis: table, bench/results/*.json, docs/benchmarks.md
+	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY))
 
 .PHONY: format
 format: $(STAMP) ## Apply ruff's fixes and formatting
