@@ -130,6 +130,8 @@ class Deployment:
 
     processes: list[Process]
     database_url: str | None = None
+    redis_prefix: str | None = None
+    """The ``WORKSESSION_REDIS_PREFIX`` of the servers: a publisher outside them needs it."""
     group: ProcessGroup = field(init=False)
 
     def __post_init__(self) -> None:
@@ -219,7 +221,7 @@ def worksession(
             processes.append(_spawn(command, env, log_dir, port))
         for process in processes:
             _wait_healthy(process, "/healthz")
-        yield Deployment(processes, database_url)
+        yield Deployment(processes, database_url, env["WORKSESSION_REDIS_PREFIX"])
     finally:
         _stop(processes)
 
