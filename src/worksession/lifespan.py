@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from worksession.chat.batch import ChatBatcher
 from worksession.config import Settings
 from worksession.kit.broker import Broker, MemoryBroker
 from worksession.kit.db import Database
@@ -55,7 +56,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     broker, leadership = build_broker(settings)
     hub = Hub(subscribe=broker.subscribe, unsubscribe=broker.unsubscribe)
     state = AppState(
-        settings=settings, db=db, broker=broker, verifier=build_verifier(settings), hub=hub
+        settings=settings,
+        db=db,
+        broker=broker,
+        verifier=build_verifier(settings),
+        hub=hub,
+        chat_batcher=ChatBatcher(db, broker) if db.dialect == "postgresql" else None,
     )
     await broker.start(hub.deliver, hub.resync)
     jobs = Jobs(settings, db, broker, leadership)
@@ -75,5 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler.shutdown(wait=False)
         await leadership.release()
         await close_all(state, CLOSE_RESTARTING, "server restarting")
+        if state.chat_batcher is not None:
+            await state.chat_batcher.wait_idle()
         await broker.close()
         await db.dispose()

@@ -61,6 +61,16 @@ class Outbox:
         return bool(self.messages)
 
 
+async def publish_all(broker: Broker, outboxes: list[Outbox]) -> None:
+    """Publish the outboxes of several committed frames in one call (one pipeline on
+    Redis): in order, each outbox's messages in its own order."""
+    merged = Outbox()
+    for outbox in outboxes:
+        merged.messages.extend(outbox.messages)
+        merged.durable.extend(outbox.durable)
+    await publish(broker, merged)
+
+
 async def publish(broker: Broker, outbox: Outbox) -> None:
     """Publish after commit. A broker failure loses nothing that matters: the events are in
     the log and every client heals from it (gap filling, ``resume``)."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from worksession.chat.batch import ChatBatcher
 from worksession.config import Settings
 from worksession.kit.broker import Broker
 from worksession.kit.db import Database
@@ -20,6 +21,9 @@ class AppState:
     broker: Broker
     verifier: TokenVerifier
     hub: Hub
+    chat_batcher: ChatBatcher | None = None
+    """Group commit of chat frames; None on SQLite, whose one connection takes frames
+    one at a time anyway."""
 
 
 def get_state(connection: HTTPConnection) -> AppState:

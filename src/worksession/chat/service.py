@@ -91,7 +91,7 @@ async def start_chat(
     return Answer(events=tuple(logged))
 
 
-def _message_data(
+def message_data(
     message_id: uuid.UUID, sender_type: str, text: str, client_msg_id: str | None
 ) -> dict[str, Any]:
     return {
@@ -111,7 +111,7 @@ def _original_ack(session: WorkSession, message: ChatMessage) -> Answer:
         session_id=session.session_id,
         seq=message.seq,
         kind="chat_message",
-        data=_message_data(
+        data=message_data(
             message.message_id, message.sender_type, message.message_text, message.client_msg_id
         ),
         created_at=message.created_at,
@@ -161,7 +161,7 @@ async def send_message(
     pending: list[Event] = []
     if session.chat_room_id is None:
         pending.append(await _open_chat_room(db, session, now))
-    pending.append(("chat_message", _message_data(message_id, role, text, client_msg_id)))
+    pending.append(("chat_message", message_data(message_id, role, text, client_msg_id)))
     logged = await events.append(
         db, session_pk=session.id, session_id=session.session_id, events=pending, now=now
     )
@@ -171,7 +171,7 @@ async def send_message(
 
 
 # ``read`` implies ``delivered``: the steps an ack asks for, in order.
-_STEPS_TO: dict[str, tuple[MessageStatus, ...]] = {
+STEPS_TO: dict[str, tuple[MessageStatus, ...]] = {
     "delivered": (MessageStatus.DELIVERED,),
     "read": (MessageStatus.DELIVERED, MessageStatus.READ),
 }
@@ -209,8 +209,8 @@ async def acknowledge(
     )
     # One conditional UPDATE per step: concurrent acks cannot both take the same step.
     taken = [
-        _status_event(message, step)
-        for step in _STEPS_TO[status]
+        status_event(message.message_id, message.sender_type, step)
+        for step in STEPS_TO[status]
         if await chat_repository.advance_message_status(db, message_pk=message.id, to=step, now=now)
     ]
     if any(data["status"] == MessageStatus.DELIVERED.value for _, data in taken):
@@ -222,14 +222,10 @@ async def acknowledge(
     return Answer(answers=False)
 
 
-def _status_event(message: ChatMessage, status: MessageStatus) -> Event:
+def status_event(message_id: uuid.UUID, sender_type: str, status: MessageStatus) -> Event:
     return (
         "message_status",
-        {
-            "message_id": str(message.message_id),
-            "status": status.value,
-            "sender_type": message.sender_type,
-        },
+        {"message_id": str(message_id), "status": status.value, "sender_type": sender_type},
     )
 
 

@@ -22,6 +22,8 @@ from typing import Any, Literal, assert_never
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from worksession.chat import service as chat
+from worksession.chat.batch import Action as ChatAction
+from worksession.chat.batch import ChatFrame
 from worksession.errors import Forbidden, WorksessionError
 from worksession.kit.clock import isoformat_z, utcnow
 from worksession.kit.db import DbSession, is_database_unavailable
@@ -301,7 +303,7 @@ class SocketSession:
                     message,
                 )
             case ChatMessageIn(session_id=sid, message=text, client_msg_id=client_msg_id):
-                await self._run(
+                await self._run_chat(
                     lambda s, o: chat.send_message(
                         s,
                         o,
@@ -312,16 +314,22 @@ class SocketSession:
                         client_msg_id=client_msg_id,
                     ),
                     message,
+                    "message",
+                    session_id=sid,
+                    text=text,
+                    client_msg_id=client_msg_id,
                 )
             case MessageDelivered(message_id=mid) | MessageRead(message_id=mid):
                 status: Literal["delivered", "read"] = (
                     "delivered" if isinstance(message, MessageDelivered) else "read"
                 )
-                await self._run(
+                await self._run_chat(
                     lambda s, o: chat.acknowledge(
                         s, o, message_id=mid, user_id=uid, role=role, status=status
                     ),
                     message,
+                    status,
+                    message_id=mid,
                 )
             case TypingIndicatorIn(session_id=sid, is_typing=is_typing):
                 await self._run(
@@ -395,27 +403,70 @@ class SocketSession:
         and the one that answers its frame carries its ``request_id`` however it arrives.
         """
         outbox = Outbox(origin=self.connection.id)
-        expected: tuple[uuid.UUID, int] | None = None
+        answering = AnswerTo(self.connection, message)
+        answer: Answer | None = None
         try:
             async with self.state.db.transaction() as s:
                 answer = await call(s, outbox)
-                if answer and answer.events and answer.answers and message.request_id:
-                    # Before COMMIT: the moment it commits, another frame's later event
-                    # may make this socket fill the gap with this one, and that copy must
-                    # carry the request_id too.
-                    answering = answer.events[-1]
-                    expected = (answering.session_id, answering.seq)
-                    self.connection.expect_answer(*expected, message.request_id)
+                if answer is not None:
+                    answering.before_commit(answer)
         except BaseException:
-            if expected is not None:
-                self.connection.forget_answer(*expected)  # rolled back: the seq may be reused
+            if answer is not None:
+                answering.rolled_back(answer)
             raise
         if answer is not None:
-            for event in answer.events:
-                self.connection.offer(SendEvent(event))
-            if answer.frame is not None:
-                self._reply(dict(answer.frame), message)
+            answering.committed(answer)
         await publish(self.state.broker, outbox)
+
+    async def _run_chat(
+        self, call: ServiceCall, message: Any, action: ChatAction, **frame: Any
+    ) -> None:
+        """A chat frame: in the next group commit where there is one (PostgreSQL), else
+        alone (``call`` is the same work for one frame)."""
+        batcher = self.state.chat_batcher
+        if batcher is None:
+            await self._run(call, message)
+            return
+        requester = AnswerTo(self.connection, message)
+        await batcher.submit(
+            ChatFrame(
+                action, self.user_id, self.role, requester, origin=self.connection.id, **frame
+            )
+        )
+
+
+class AnswerTo:
+    """Answers one frame on its socket, around the transaction that handles it."""
+
+    __slots__ = ("_connection", "_expected", "_message")
+
+    def __init__(self, connection: Connection, message: Any) -> None:
+        self._connection = connection
+        self._message = message
+        self._expected: tuple[uuid.UUID, int] | None = None
+
+    def before_commit(self, answer: Answer) -> None:
+        # Before COMMIT: the moment it commits, another frame's later event may make this
+        # socket fill the gap with this one, and that copy must carry the request_id too.
+        request_id = self._message.request_id
+        if answer.events and answer.answers and request_id:
+            answering = answer.events[-1]
+            self._expected = (answering.session_id, answering.seq)
+            self._connection.expect_answer(*self._expected, request_id)
+
+    def rolled_back(self, answer: Answer) -> None:
+        if self._expected is not None:
+            self._connection.forget_answer(*self._expected)  # the seq may be reused
+            self._expected = None
+
+    def committed(self, answer: Answer) -> None:
+        for event in answer.events:
+            self._connection.offer(SendEvent(event))
+        if answer.frame is not None:
+            frame = dict(answer.frame)
+            if self._message.request_id is not None:
+                frame["request_id"] = self._message.request_id
+            self._connection.send(frame)
 
 
 def _session_of(message: Any) -> str | None:
