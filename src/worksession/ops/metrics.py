@@ -115,12 +115,25 @@ def frame_type(text: str) -> str:
     return "other"
 
 
+# ``labels()`` builds and looks up a key under a lock on every call: a noticeable share of a
+# frame's CPU. The label sets here are closed, so each child is looked up once.
+_FRAMES_IN_BY_TYPE: dict[str, Counter] = {}
+_FRAMES_OUT_BY_TYPE: dict[str, Counter] = {}
+
+
 def frame_in(type_: str) -> None:
-    FRAMES_IN.labels(type_).inc()
+    counter = _FRAMES_IN_BY_TYPE.get(type_)
+    if counter is None:
+        counter = _FRAMES_IN_BY_TYPE[type_] = FRAMES_IN.labels(type_)
+    counter.inc()
 
 
 def frame_out(text: str) -> None:
-    FRAMES_OUT.labels(frame_type(text)).inc()
+    type_ = frame_type(text)
+    counter = _FRAMES_OUT_BY_TYPE.get(type_)
+    if counter is None:
+        counter = _FRAMES_OUT_BY_TYPE[type_] = FRAMES_OUT.labels(type_)
+    counter.inc()
 
 
 def error_sent(code: str) -> None:
