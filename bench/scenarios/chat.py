@@ -1,0 +1,1030 @@
+"""Chat relay: persisted chat messages with delivered/read receipts, against a bare relay.
+
+Two halves, measured in one run on one machine:
+
+* the baseline, :mod:`bench.relay` (1 and 2 worker processes): one operation is a round
+  trip, a frame that one socket of a pair sends, the relay forwards to its peer and the
+  peer echoes back;
+* ``worksession`` on PostgreSQL + Redis (1 worker; 2 workers with both sockets of a pair on
+  one worker; 2 workers with the seeker on worker 0 and the provider on worker 1): one
+  operation is one chat message with both receipts.
+
+Both are driven open loop: message ``k`` of a step is due at ``start + k / rate`` and
+carries that intended time, so a server (or generator) that falls behind shows up as
+latency instead of slowing the arrivals down. Every message is checked: a run that lost,
+duplicated or reordered anything raises instead of reporting numbers.
+
+The generator classes below run in load-generator processes (:mod:`bench.client`); ``run``
+runs in the benchmark process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from bench import report, servers
+from bench.clients import ClientPool, source_address
+from bench.latency import Histogram
+from bench.processes import CpuWindow, ProcessGroup, cpu_seconds
+from bench.seeding import seed_live_sessions
+from bench.wsclient import open_socket
+
+CONNECT_CONCURRENCY = 50
+MAX_ERRORS_KEPT = 20
+START_DELAY_S = 0.3
+"""Between the parent's go and the first message: every generator gets its phase first."""
+BURST = 64
+"""Most sends a late generator makes before it lets its readers run."""
+
+T = TypeVar("T")
+
+
+# --- the open-loop schedule (generator side) ---------------------------------------------
+
+
+class Step:
+    """What one generator process counts during one load step."""
+
+    def __init__(self, expected: int, record: bool) -> None:
+        self.expected = expected
+        self.record = record
+        self.completed = 0
+        self.latency = Histogram()
+        self.receipt = Histogram()
+        self.last_done = 0.0
+        self.done = asyncio.Event()
+        if expected == 0:
+            self.done.set()
+
+    def complete(self, now: float) -> None:
+        self.completed += 1
+        self.last_done = now
+        if self.completed >= self.expected:
+            self.done.set()
+
+
+async def open_loop(
+    start_at: float, rate: float, count: int, send: Callable[[int, float], Awaitable[None]]
+) -> None:
+    """Call ``await send(k, intended)`` for k in 0..count-1 at ``start_at + k / rate``;
+    late sends go out at once with their original intended time."""
+    k = 0
+    while k < count:
+        delay = start_at + k / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = time.monotonic()
+        burst = 0
+        while k < count and start_at + k / rate <= now and burst < BURST:
+            await send(k, start_at + k / rate)
+            k += 1
+            burst += 1
+        if burst == BURST:
+            await asyncio.sleep(0)  # a late generator still reads its sockets meanwhile
+
+
+class Checks:
+    """Anomalies seen by a generator: any one of them fails the scenario."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.kept: list[str] = []
+
+    def fail(self, what: str) -> None:
+        self.count += 1
+        if len(self.kept) < MAX_ERRORS_KEPT:
+            self.kept.append(what)
+
+
+async def _map_limited(
+    call: Callable[[dict[str, Any]], Awaitable[T]], items: list[dict[str, Any]]
+) -> list[T]:
+    """``call`` on every item, at most CONNECT_CONCURRENCY at a time, results in order."""
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(item: dict[str, Any]) -> T:
+        async with gate:
+            return await call(item)
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+# --- the bare relay's generator ----------------------------------------------------------
+
+
+SYNC = "sync"
+
+
+class RelayClient:
+    """Pairs of sockets on the relay: ``a`` sends ``"<k> <intended>"``, ``b`` echoes it."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[ClientConnection, ClientConnection]] = []
+        self.readers: list[asyncio.Task[None]] = []
+        self.outstanding: set[int] = set()
+        self.synced: dict[ClientConnection, asyncio.Event] = {}
+        self.checks = Checks()
+        self.step = Step(0, False)
+        self.closing = False
+
+    async def setup(self, config: dict[str, Any]) -> dict[str, Any]:
+        async def pair(entry: dict[str, Any]) -> tuple[ClientConnection, ClientConnection]:
+            url = f"{entry['url']}/?pair={entry['pair']}"
+            sockets = []
+            for side in range(2):
+                sockets.append(
+                    await connect(
+                        url,
+                        local_addr=source_address(2 * entry["index"] + side),
+                        ping_interval=None,
+                        max_queue=None,
+                        compression=None,
+                        open_timeout=120,
+                    )
+                )
+            return sockets[0], sockets[1]
+
+        self.pairs = await _map_limited(pair, config["pairs"])
+        for a, b in self.pairs:
+            self.readers.append(asyncio.create_task(self._echo(b)))
+            self.readers.append(asyncio.create_task(self._returns(a)))
+        await asyncio.gather(*(self._synchronise(a) for a, _ in self.pairs))
+        return {"sockets": 2 * len(self.pairs)}
+
+    async def _synchronise(self, a: ClientConnection) -> None:
+        """A frame that reaches the relay before the peer is filed under the pair is
+        dropped: send one until it comes back, so that no measured frame can be."""
+        back = self.synced[a] = asyncio.Event()
+        for _ in range(100):
+            await a.send(SYNC)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(back.wait(), 0.1)
+                return
+        raise RuntimeError("a relay pair never got its peer")
+
+    async def _echo(self, ws: ClientConnection) -> None:
+        try:
+            async for frame in ws:
+                await ws.send(frame)
+        except ConnectionClosed:
+            pass
+        if not self.closing:
+            self.checks.fail("relay socket closed during the run")
+
+    async def _returns(self, ws: ClientConnection) -> None:
+        try:
+            async for frame in ws:
+                now = time.monotonic()
+                if frame == SYNC:
+                    self.synced[ws].set()
+                    continue
+                k_text, intended_text = str(frame).split(" ", 1)
+                k = int(k_text)
+                if k not in self.outstanding:
+                    self.checks.fail(f"round trip {k} came back twice or was never sent")
+                    continue
+                self.outstanding.discard(k)
+                if self.step.record:
+                    self.step.latency.record(now - float(intended_text))
+                self.step.complete(now)
+        except ConnectionClosed:
+            pass
+        if not self.closing:
+            self.checks.fail("relay socket closed during the run")
+
+    async def phase(self, params: dict[str, Any]) -> dict[str, Any]:
+        count = int(params["rate"] * params["duration"])
+        self.step = step = Step(count, params["record"])
+        base = params["first_k"]
+
+        async def send(k: int, intended: float) -> None:
+            self.outstanding.add(base + k)
+            with contextlib.suppress(ConnectionClosed):  # reported by the reader
+                await self.pairs[k % len(self.pairs)][0].send(f"{base + k} {intended:.6f}")
+
+        started = time.process_time()
+        await open_loop(params["start_at"], params["rate"], count, send)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(step.done.wait(), params["drain_s"])
+        return {
+            "sent": count,
+            "completed": step.completed,
+            "last_done": step.last_done,
+            "latency": step.latency.to_json(),
+            "cpu_s": time.process_time() - started,
+            "lost": len(self.outstanding),
+            "anomalies": self.checks.count,
+            "errors": self.checks.kept,
+        }
+
+    async def teardown(self) -> None:
+        self.closing = True
+        await asyncio.gather(*(ws.close() for pair in self.pairs for ws in pair))
+        for reader in self.readers:
+            reader.cancel()
+
+
+# --- the chat generator ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Sent:
+    """One chat message, from its seeker's point of view."""
+
+    intended: float
+    acked: bool = False
+    delivered: bool = False
+
+
+@dataclass
+class ChatPair:
+    session_id: str
+    seeker: ClientConnection
+    provider: ClientConnection
+    sent: int = 0
+    """Messages this seeker has sent; the next one's index."""
+    provider_next: int = 0
+    """The index the provider must see next: anything else is a gap, a duplicate or a
+    reordering."""
+    seeker_seq: int = 0
+    provider_seq: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    provider_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    pending: dict[int, Sent] = field(default_factory=dict)
+    """Index -> message whose ``read`` the seeker has not seen yet."""
+    by_id: dict[str, int] = field(default_factory=dict)
+    """message_id -> index, learnt from the seeker's ack."""
+
+
+class ChatClient:
+    """Seeker and provider sockets of live sessions: the seeker sends chat messages, the
+    provider answers each with ``message_delivered`` and ``message_read``."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self.pairs: list[ChatPair] = []
+        self.readers: list[asyncio.Task[None]] = []
+        self.checks = Checks()
+        self.step = Step(0, False)
+        self.closing = False
+
+    async def setup(self, config: dict[str, Any]) -> dict[str, Any]:
+        self.entries = config["pairs"]
+        return {"sockets": 0}
+
+    async def _connect(self, wanted: int) -> None:
+        """Connect this process's next pairs until ``wanted`` are, each with its room
+        open: before the measurement, so that every measured message is the same work
+        (the first message of a session would open the room as well)."""
+
+        async def pair(entry: dict[str, Any]) -> ChatPair:
+            seeker, _ = await open_socket(
+                entry["seeker_url"],
+                "seeker",
+                servers.token(entry["seeker_id"], "seeker"),
+                2 * entry["index"],
+            )
+            provider, _ = await open_socket(
+                entry["provider_url"],
+                "provider",
+                servers.token(entry["provider_id"], "provider"),
+                2 * entry["index"] + 1,
+            )
+            return ChatPair(entry["session_id"], seeker, provider)
+
+        added = await _map_limited(pair, self.entries[len(self.pairs) : wanted])
+        for p in added:
+            self.readers.append(asyncio.create_task(self._seeker(p)))
+            self.readers.append(asyncio.create_task(self._provider(p)))
+            await p.seeker.send(json.dumps({"type": "start_chat", "session_id": p.session_id}))
+        for p in added:
+            await asyncio.wait_for(p.ready.wait(), 60)
+            await asyncio.wait_for(p.provider_ready.wait(), 60)
+        self.pairs.extend(added)
+
+    def _seq(self, p: ChatPair, frame: dict[str, Any], seeker: bool) -> None:
+        """The seeker sees every event of its session: seqs go up by exactly one. The
+        provider does not see receipts: its seqs only go up."""
+        seq = frame.get("seq")
+        if not isinstance(seq, int):
+            self.checks.fail(f"{frame['type']} without a seq")
+            return
+        if seeker:
+            if seq != p.seeker_seq + 1:
+                self.checks.fail(f"seeker saw seq {seq} after {p.seeker_seq}")
+            p.seeker_seq = seq
+        else:
+            if seq <= p.provider_seq:
+                self.checks.fail(f"provider saw seq {seq} after {p.provider_seq}")
+            p.provider_seq = seq
+
+    async def _seeker(self, p: ChatPair) -> None:
+        try:
+            async for raw in p.seeker:
+                now = time.monotonic()
+                frame = json.loads(raw)
+                kind = frame["type"]
+                if kind == "message_status_update":
+                    self._seq(p, frame, seeker=True)
+                    self._status(p, frame, now)
+                elif kind == "chat_message_ack":
+                    self._seq(p, frame, seeker=True)
+                    index = int(frame["client_msg_id"].rsplit("-", 1)[1])
+                    message = p.pending.get(index)
+                    if message is None or message.acked:
+                        self.checks.fail(f"ack for message {index} not pending or repeated")
+                        continue
+                    message.acked = True
+                    p.by_id[frame["message_id"]] = index
+                elif kind == "chat_ready":
+                    self._seq(p, frame, seeker=True)
+                    p.ready.set()
+                elif kind == "error":
+                    self.checks.fail(f"seeker got error {frame.get('code')}")
+                elif kind != "distance_update":
+                    self.checks.fail(f"seeker got an unexpected {kind}")
+        except ConnectionClosed as closed:
+            if not self.closing:
+                self.checks.fail(f"seeker socket closed ({closed.rcvd})")
+
+    def _status(self, p: ChatPair, frame: dict[str, Any], now: float) -> None:
+        index = p.by_id.get(frame["message_id"])
+        message = None if index is None else p.pending.get(index)
+        if index is None or message is None:
+            self.checks.fail("status update for a message not pending")
+            return
+        if frame["status"] == "delivered":
+            if message.delivered:
+                self.checks.fail(f"message {index} delivered twice")
+            message.delivered = True
+            return
+        if not message.delivered:
+            self.checks.fail(f"message {index} read before delivered")
+        del p.pending[index]
+        del p.by_id[frame["message_id"]]
+        if self.step.record:
+            self.step.receipt.record(now - message.intended)
+        self.step.complete(now)
+
+    async def _provider(self, p: ChatPair) -> None:
+        try:
+            async for raw in p.provider:
+                now = time.monotonic()
+                frame = json.loads(raw)
+                kind = frame["type"]
+                if kind == "chat_message":
+                    self._seq(p, frame, seeker=False)
+                    _, index_text, intended_text = frame["message"].split(" ")
+                    index = int(index_text)
+                    if index != p.provider_next:
+                        self.checks.fail(f"provider saw message {index}, not {p.provider_next}")
+                    p.provider_next = index + 1
+                    if self.step.record:
+                        self.step.latency.record(now - float(intended_text))
+                    message_id = frame["message_id"]
+                    await p.provider.send(
+                        '{"type":"message_delivered","message_id":"' + message_id + '"}'
+                    )
+                    await p.provider.send(
+                        '{"type":"message_read","message_id":"' + message_id + '"}'
+                    )
+                elif kind == "chat_ready":
+                    self._seq(p, frame, seeker=False)
+                    p.provider_ready.set()
+                elif kind == "error":
+                    self.checks.fail(f"provider got error {frame.get('code')}")
+                elif kind != "distance_update":
+                    self.checks.fail(f"provider got an unexpected {kind}")
+        except ConnectionClosed as closed:
+            if not self.closing:
+                self.checks.fail(f"provider socket closed ({closed.rcvd})")
+
+    async def phase(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params.get("verify"):
+            return {
+                "sent": {p.session_id: p.sent for p in self.pairs},
+                "seen_by_provider": sum(p.provider_next for p in self.pairs),
+                "pending": sum(len(p.pending) for p in self.pairs),
+                "anomalies": self.checks.count,
+                "errors": self.checks.kept,
+            }
+        if "connect" in params:
+            await self._connect(params["connect"])
+            return {"pairs": len(self.pairs)}
+        count = int(params["rate"] * params["duration"])
+        self.step = step = Step(count, params["record"])
+        pairs = self.pairs
+
+        async def send(k: int, intended: float) -> None:
+            p = pairs[k % len(pairs)]
+            index = p.sent
+            p.sent += 1
+            p.pending[index] = Sent(intended)
+            frame = {
+                "type": "chat_message",
+                "session_id": p.session_id,
+                "message": f"bench {index} {intended:.6f}",
+                "client_msg_id": f"m-{index}",
+            }
+            # A closed socket is reported by its reader; the message stays pending.
+            with contextlib.suppress(ConnectionClosed):
+                await p.seeker.send(json.dumps(frame))
+
+        started = time.process_time()
+        await open_loop(params["start_at"], params["rate"], count, send)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(step.done.wait(), params["drain_s"])
+        return {
+            "sent": count,
+            "completed": step.completed,
+            "last_done": step.last_done,
+            "latency": step.latency.to_json(),
+            "receipt": step.receipt.to_json(),
+            "cpu_s": time.process_time() - started,
+            "lost": sum(len(p.pending) for p in self.pairs),
+            "anomalies": self.checks.count,
+            "errors": self.checks.kept,
+        }
+
+    async def teardown(self) -> None:
+        self.closing = True
+        await asyncio.gather(
+            *(ws.close() for p in self.pairs for ws in (p.seeker, p.provider)),
+            return_exceptions=True,
+        )
+        for reader in self.readers:
+            reader.cancel()
+
+
+class Generator:
+    """What each load-generator process runs: one relay or chat client at a time, so that
+    one set of processes, started once, serves every configuration of the scenario."""
+
+    def __init__(self) -> None:
+        self.client: RelayClient | ChatClient | None = None
+
+    async def setup(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    async def phase(self, params: dict[str, Any]) -> dict[str, Any]:
+        if "start" in params:
+            await self.teardown()
+            self.client = RelayClient() if params["start"] == "relay" else ChatClient()
+            return await self.client.setup(params["config"])
+        if "stop" in params:
+            await self.teardown()
+            return {}
+        assert self.client is not None
+        return await self.client.phase(params)
+
+    async def teardown(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            await client.teardown()
+
+
+# --- the benchmark side ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    generators: int
+    relay_workers: tuple[int, ...]
+    relay_pairs: int
+    relay_rates: tuple[int, ...]
+    chat_deployments: tuple[tuple[int, tuple[str, ...]], ...]
+    """(workers, placements): each placement (``same``, ``cross``) on one deployment."""
+    chat_pairs: int
+    """Sessions seeded per configuration: the most pairs a step may use."""
+    min_pairs: int
+    pair_rate: float
+    """A step uses enough pairs that each carries at most this many messages/s."""
+    chat_rates: tuple[int, ...]
+    step_s: float
+    warmup_rate: int
+    drain_s: float
+
+
+FULL = Plan(
+    generators=2,
+    relay_workers=(1, 2),
+    relay_pairs=100,
+    relay_rates=(2_000, 4_000, 8_000, 12_000, 16_000, 20_000, 24_000, 28_000, 32_000),
+    chat_deployments=((1, ("same",)), (2, ("same", "cross"))),
+    chat_pairs=625,
+    min_pairs=50,
+    pair_rate=8.0,
+    chat_rates=(50, 100, 250, 500, 1_000, 2_000, 3_000, 4_000, 5_000),
+    step_s=4.0,
+    warmup_rate=25,
+    drain_s=40.0,
+)
+SMOKE = Plan(
+    generators=2,
+    relay_workers=(2,),
+    relay_pairs=4,
+    relay_rates=(200,),
+    chat_deployments=((2, ("cross",)),),
+    chat_pairs=8,
+    min_pairs=8,
+    pair_rate=8.0,
+    chat_rates=(20,),
+    step_s=2.0,
+    warmup_rate=0,
+    drain_s=10.0,
+)
+
+SATURATED_FRACTION = 0.9
+SATURATED_P99_MS = 500.0
+"""A step whose achieved rate is under 90 % of the offered one, or whose p99 passes half
+a second, is past saturation: the next, higher, step would only measure a queue."""
+
+COLUMNS = [
+    "system",
+    "workers",
+    "placement",
+    "pairs",
+    "offered/s",
+    "achieved/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "max ms",
+    "receipt p99 ms",
+    "server CPU us/op",
+    "db CPU us/op",
+    "generator CPU us/op",
+    "x relay",
+]
+
+
+class DbBackends:
+    """CPU of the PostgreSQL backends serving the benchmark's database (not the server's
+    own figure: PostgreSQL is shared with other users of the machine, so only the
+    backends connected to this database are counted)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._start: dict[int, float] = {}
+
+    async def _pids(self) -> list[int]:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            rows = await connection.fetch(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await connection.close()
+        return [row["pid"] for row in rows]
+
+    @staticmethod
+    def _cpu(pids: list[int]) -> dict[int, float]:
+        found = {}
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                found[pid] = cpu_seconds(pid)
+        return found
+
+    async def start(self) -> None:
+        self._start = self._cpu(await self._pids())
+
+    async def stop(self) -> float:
+        now = self._cpu(await self._pids())
+        # A backend born during the window spent all its CPU time in it.
+        return sum(cpu - self._start.get(pid, 0.0) for pid, cpu in now.items())
+
+
+@dataclass
+class StepResult:
+    offered: float
+    achieved: float
+    completed: int
+    latency: Histogram
+    receipt: Histogram | None
+    server_cpu_s: float
+    db_cpu_s: float | None
+    generator_cpu_s: float
+
+    @property
+    def saturated(self) -> bool:
+        p99 = self.latency.percentile(0.99) / 1000
+        return self.achieved < SATURATED_FRACTION * self.offered or p99 > SATURATED_P99_MS
+
+    def row(self, system: str, workers: int, placement: str) -> dict[str, Any]:
+        summary = self.latency.summary_ms()
+        per_op = 1e6 / max(self.completed, 1)
+        return {
+            "system": system,
+            "workers": workers,
+            "placement": placement,
+            "offered/s": round(self.offered),
+            "achieved/s": round(self.achieved),
+            "p50 ms": summary["p50_ms"],
+            "p90 ms": summary["p90_ms"],
+            "p99 ms": summary["p99_ms"],
+            "max ms": summary["max_ms"],
+            "receipt p99 ms": (
+                None if self.receipt is None else self.receipt.summary_ms()["p99_ms"]
+            ),
+            "server CPU us/op": round(self.server_cpu_s * per_op, 1),
+            "db CPU us/op": None if self.db_cpu_s is None else round(self.db_cpu_s * per_op, 1),
+            "generator CPU us/op": round(self.generator_cpu_s * per_op, 1),
+        }
+
+
+def _shares(total: int, parts: int) -> list[list[int]]:
+    """Indices 0..total-1 dealt round robin to ``parts`` generators."""
+    return [list(range(i, total, parts)) for i in range(parts)]
+
+
+def _raise_on_anomalies(what: str, answers: list[dict[str, Any]]) -> None:
+    lost = sum(a.get("lost", 0) for a in answers)
+    anomalies = sum(a["anomalies"] for a in answers)
+    if lost or anomalies:
+        errors = [e for a in answers for e in a["errors"]][:MAX_ERRORS_KEPT]
+        raise RuntimeError(
+            f"{what}: {lost} operations never completed, {anomalies} anomalies: {errors}"
+        )
+
+
+async def _load_step(
+    pool: ClientPool,
+    server: ProcessGroup,
+    db: DbBackends | None,
+    *,
+    rate: float,
+    duration: float,
+    drain_s: float,
+    record: bool,
+    shares: list[int],
+    extra: dict[str, Any] | None = None,
+) -> StepResult:
+    """One open-loop step of ``rate`` operations/s over every generator, each taking the
+    share of the rate that its share of the pairs carries."""
+    total = sum(shares)
+    start_at = time.monotonic() + START_DELAY_S
+    params = [
+        {
+            "rate": rate * share / total,
+            "duration": duration,
+            "start_at": start_at,
+            "drain_s": drain_s,
+            "record": record,
+            **(extra or {}),
+        }
+        for share in shares
+    ]
+    if db is not None:
+        await db.start()
+    server_cpu, generator_cpu = CpuWindow(server).start(), CpuWindow(pool.group).start()
+    answers = await pool.phase(params)
+    server_cpu.stop()
+    generator_cpu.stop()
+    db_cpu = await db.stop() if db is not None else None
+    _raise_on_anomalies(f"{rate}/s step", answers)
+    completed = sum(a["completed"] for a in answers)
+    finished = max(a["last_done"] for a in answers)
+    elapsed = max(finished - start_at, duration)
+    receipts = [a["receipt"] for a in answers if "receipt" in a]
+    return StepResult(
+        offered=rate,
+        achieved=completed / elapsed,
+        completed=completed,
+        latency=Histogram.merged(Histogram.from_json(a["latency"]) for a in answers),
+        receipt=Histogram.merged(Histogram.from_json(r) for r in receipts) if receipts else None,
+        server_cpu_s=server_cpu.seconds,
+        db_cpu_s=db_cpu,
+        generator_cpu_s=generator_cpu.seconds,
+    )
+
+
+async def _relay(
+    context: report.Context,
+    plan: Plan,
+    scenario: report.Scenario,
+    pool: ClientPool,
+    workers: int,
+    quiet: Awaitable[object],
+) -> float:
+    """The relay's steps on ``workers`` processes; the highest achieved round trips/s.
+    Nothing is measured before ``quiet`` is done."""
+    best = 0.0
+    with servers.relay(context.log_dir, workers=workers) as relay:
+        pairs = [
+            {"url": relay.ws_url(i), "pair": f"p{i}", "index": i} for i in range(plan.relay_pairs)
+        ]
+        shares = _shares(plan.relay_pairs, plan.generators)
+        await pool.phase(
+            [{"start": "relay", "config": {"pairs": [pairs[i] for i in s]}} for s in shares]
+        )
+        await quiet
+        first_k = 0
+        for rate in plan.relay_rates:
+            step = await _load_step(
+                pool,
+                relay.group,
+                None,
+                rate=rate,
+                duration=plan.step_s,
+                drain_s=plan.drain_s,
+                record=True,
+                shares=[len(s) for s in shares],
+                extra={"first_k": first_k},
+            )
+            first_k += int(rate * plan.step_s) + 1
+            scenario.add(**step.row("bare relay", workers, "same"), pairs=plan.relay_pairs)
+            best = max(best, step.achieved)
+            if step.saturated:
+                break
+        await pool.phase({"stop": True})
+        if relay.tracebacks():
+            raise RuntimeError(f"the relay logged tracebacks: {relay.tracebacks()[0][-2000:]}")
+    return best
+
+
+async def _fresh_database(server_url: str) -> str:
+    url = await servers.create_database(server_url)
+    try:
+        await asyncio.to_thread(servers.migrate_database, url)
+    except BaseException:
+        await servers.drop_database(server_url, url)
+        raise
+    return url
+
+
+async def _check_database(url: str, sent: dict[str, int]) -> None:
+    """Every message the seekers sent is a row, and every row is ``read``."""
+    connection = await asyncpg.connect(servers.asyncpg_dsn(url))
+    try:
+        rows = await connection.fetch(
+            "SELECT s.session_id::text AS session_id, count(m.id) AS stored,"
+            " count(m.id) FILTER (WHERE m.delivery_status = 'read') AS read"
+            " FROM work_sessions s LEFT JOIN chat_messages m ON m.session_id = s.id"
+            " WHERE s.session_id = ANY($1::uuid[]) GROUP BY s.session_id",
+            list(sent),
+        )
+    finally:
+        await connection.close()
+    found = {row["session_id"]: (row["stored"], row["read"]) for row in rows}
+    wrong = [
+        f"{sid}: sent {n}, stored/read {found.get(sid)}"
+        for sid, n in sent.items()
+        if found.get(sid) != (n, n)
+    ]
+    if wrong:
+        raise RuntimeError(f"database disagrees for {len(wrong)} sessions: {wrong[:5]}")
+
+
+async def _chat(
+    plan: Plan,
+    scenario: report.Scenario,
+    pool: ClientPool,
+    dep: servers.Deployment,
+    url: str,
+    placement: str,
+    relay_best: float,
+) -> dict[int, StepResult]:
+    """One placement's steps on a running deployment; the results by offered rate."""
+    workers = len(dep.processes)
+    tag = f"w{workers}{placement}"
+    sessions = await seed_live_sessions(url, plan.chat_pairs, tag)
+    pairs = [
+        {
+            "session_id": live.session_id,
+            "seeker_id": live.seeker_id,
+            "provider_id": live.provider_id,
+            "seeker_url": dep.ws_url(0 if placement == "cross" else i),
+            "provider_url": dep.ws_url(1 if placement == "cross" else i),
+            "index": i,
+        }
+        for i, live in enumerate(sessions)
+    ]
+    await pool.phase(
+        [
+            {"start": "chat", "config": {"pairs": [pairs[i] for i in share]}}
+            for share in _shares(len(pairs), plan.generators)
+        ]
+    )
+    active = 0
+
+    async def use(wanted: int) -> list[int]:
+        """Connect pairs until ``wanted`` are; each generator's count of them."""
+        nonlocal active
+        wanted = min(wanted, len(pairs))
+        counts = [len(range(j, wanted, plan.generators)) for j in range(plan.generators)]
+        if wanted > active:
+            await pool.phase([{"connect": n} for n in counts])
+            active = wanted
+        return counts
+
+    if plan.warmup_rate:
+        await _load_step(
+            pool,
+            dep.group,
+            None,
+            rate=plan.warmup_rate,
+            duration=plan.step_s,
+            drain_s=plan.drain_s,
+            record=False,
+            shares=await use(plan.min_pairs),
+        )
+    db = DbBackends(servers.asyncpg_dsn(url))
+    results: dict[int, StepResult] = {}
+    for rate in plan.chat_rates:
+        counts = await use(max(plan.min_pairs, math.ceil(rate / plan.pair_rate)))
+        step = await _load_step(
+            pool,
+            dep.group,
+            db,
+            rate=rate,
+            duration=plan.step_s,
+            drain_s=plan.drain_s,
+            record=True,
+            shares=counts,
+        )
+        results[rate] = step
+        row = step.row("worksession", workers, placement)
+        row["pairs"] = active
+        row["x relay"] = round(step.achieved / relay_best, 3)
+        scenario.add(**row)
+        if step.saturated:
+            break
+    verified = await pool.phase({"verify": True})
+    await pool.phase({"stop": True})
+    _raise_on_anomalies(f"chat {tag}", verified)
+    sent = {sid: n for answer in verified for sid, n in answer["sent"].items()}
+    if sum(a["seen_by_provider"] for a in verified) != sum(sent.values()):
+        raise RuntimeError(f"chat {tag}: the providers did not see every message")
+    await _check_database(url, sent)
+    return results
+
+
+DESCRIPTION = """\
+**Bare relay** rows: the baseline (`bench/relay.py`, a raw ASGI app under the same uvicorn \
+flags as `worksession serve`), {relay_pairs} socket pairs. One operation is a round trip: \
+one socket sends a frame carrying its intended send time, the relay forwards it to the \
+peer, the peer echoes it, the relay forwards it back. Latency columns are that round trip. \
+On 2 workers both sockets of a pair are on the same process (the relay pairs nothing \
+across processes).
+
+**worksession** rows: `worksession serve` on a fresh PostgreSQL database with Redis and \
+live sessions (seeded), each with its seeker and provider connected; a step uses enough \
+of them (*pairs*, at least {min_pairs}) that each carries at most {pair_rate:g} messages/s. Both \
+sockets of a pair are on one worker (`same`) or the seeker on worker 0 and the provider \
+on worker 1 (`cross`, so every event crosses Redis). The chat room is opened before the \
+measurement. One operation is one message with both receipts: the seeker sends \
+`chat_message` (text with its per-pair index and intended send time); the seeker gets \
+`chat_message_ack`; the provider gets `chat_message` and answers `message_delivered` then \
+`message_read`; the seeker gets `message_status_update` `delivered` then `read`. So 3 \
+frames in and 4 frames out, 3 transactions (a message and two receipts, each committed \
+event persisted in the session's event log). **Latency columns are delivery**: intended \
+send time to the provider receiving the message; *receipt p99* is intended send time \
+to the seeker seeing `read`. The distance tick is switched off (the ticker scenario \
+measures it). Default rate limit (20 frames/s per socket): the provider sends 2 frames \
+per message, so the pairs keep the per-socket rate far below it.
+
+Load: open loop from {generators} generator processes splitting the pairs; message k of a \
+step is due at start + k/rate, round robin over the pairs, and its latency is measured \
+from that intended time. Steps of {step_s:g} s go up until one is saturated (achieved \
+under 90 % of offered, or p99 over 500 ms); a step ends when every operation sent in it \
+has completed, and *achieved* is operations / (last completion - step start). A chat \
+configuration starts with an unreported {warmup_rate}/s warm-up step. **CPU us/op** is \
+user+system CPU over the step, drain included, divided by the operations completed: \
+*server* = the relay or worksession processes; *db* = the PostgreSQL backends connected to \
+the benchmark's database; *generator* = the load generators. *x relay* = achieved / the \
+relay's highest achieved rate on the same number of workers.
+
+Checked in every run, or the scenario fails: every round trip came back exactly once; \
+every provider saw its pair's messages in index order with no gap or duplicate; every \
+seeker saw an ack, then `delivered`, then `read` for each message, with seqs that go up by \
+exactly one; no error frame, no closed socket; the database has exactly the messages sent \
+per session, all `read`; no server logged a traceback."""
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "-" if value is None or value != value else f"{value:,.0f}{unit}"
+
+
+def _targets(
+    smoke: bool,
+    relay_best: dict[int, float],
+    chat: dict[tuple[int, str], dict[int, StepResult]],
+) -> list[report.Target]:
+    two = {placement: steps for (workers, placement), steps in chat.items() if workers == 2}
+
+    def decide(ok: bool | None) -> bool | None:
+        return None if smoke else ok
+
+    best = {p: max((s.achieved for s in steps.values()), default=0.0) for p, steps in two.items()}
+    at_2000 = {p: steps.get(2000) for p, steps in two.items()}
+
+    def p99(step: StepResult | None) -> float | None:
+        return None if step is None else step.latency.percentile(0.99) / 1000
+
+    def cpu(step: StepResult | None) -> float | None:
+        return None if step is None else step.server_cpu_s * 1e6 / max(step.completed, 1)
+
+    def each(values: dict[str, float | None], unit: str, digits: int = 0) -> str:
+        return ", ".join(
+            f"{'-' if v is None else f'{v:,.{digits}f}'}{unit} {p}-worker"
+            for p, v in values.items()
+        )
+
+    worst_rate = min(best.values(), default=0.0)
+    p99s = {p: p99(s) for p, s in at_2000.items()}
+    cpus = {p: cpu(s) for p, s in at_2000.items()}
+    relay2 = relay_best.get(2)
+    ratios = {p: (b / relay2 if relay2 else None) for p, b in best.items()}
+    all_known = bool(two) and not any(v is None for v in [*p99s.values(), *cpus.values()])
+    return [
+        report.Target(
+            "throughput",
+            ">= 3,000 persisted messages/s with both receipts on 2 workers",
+            each(dict(best.items()), "/s") or "not run",
+            decide(bool(two) and worst_rate >= 3000),
+        ),
+        report.Target(
+            "latency",
+            "delivery p99 <= 25 ms at 2,000 messages/s on 2 workers",
+            each(p99s, " ms", 1) or "not run",
+            decide(all_known and all(v is not None and v <= 25 for v in p99s.values())),
+        ),
+        report.Target(
+            "CPU",
+            "<= 300 us server CPU per message (2 workers, at 2,000 messages/s)",
+            each(cpus, " us") or "not run",
+            decide(all_known and all(v is not None and v <= 300 for v in cpus.values())),
+        ),
+        report.Target(
+            "baseline ratio",
+            ">= 0.35x the bare relay's round trips/s (2 workers)",
+            (each(ratios, "x", 2) + f" (relay {_fmt(relay2, '/s')})") if two else "not run",
+            decide(bool(two) and all(r is not None and r >= 0.35 for r in ratios.values())),
+        ),
+    ]
+
+
+async def run(context: report.Context) -> report.Scenario:
+    plan = SMOKE if context.smoke else FULL
+    scenario = report.Scenario(
+        name="chat",
+        title="Chat relay: messages with delivered/read receipts vs a bare relay",
+        description=DESCRIPTION.format(**plan.__dict__),
+        columns=COLUMNS,
+    )
+    # The database is made while the relay starts up (not while it is measured): a
+    # smoke run is mostly start-up time.
+    database = asyncio.create_task(_fresh_database(context.postgres_url))
+    relay_best: dict[int, float] = {}
+    chat: dict[tuple[int, str], dict[int, StepResult]] = {}
+    try:
+        async with ClientPool("bench.scenarios.chat:Generator", [{}] * plan.generators) as pool:
+            for workers in plan.relay_workers:
+                relay_best[workers] = await _relay(context, plan, scenario, pool, workers, database)
+            url = await database
+            for workers, placements in plan.chat_deployments:
+                # The distance tick is the ticker scenario's: off here, so that the CPU
+                # measured is the chat's.
+                with servers.worksession(
+                    url,
+                    context.redis_url,
+                    context.log_dir,
+                    workers=workers,
+                    distance_interval_s="86400",
+                ) as dep:
+                    for placement in placements:
+                        chat[(workers, placement)] = await _chat(
+                            plan,
+                            scenario,
+                            pool,
+                            dep,
+                            url,
+                            placement,
+                            relay_best.get(workers, math.nan),
+                        )
+                    if dep.tracebacks():
+                        raise RuntimeError(
+                            f"the server logged tracebacks: {dep.tracebacks()[0][-2000:]}"
+                        )
+    finally:
+        await asyncio.wait([database])
+        if not database.cancelled() and database.exception() is None:
+            await servers.drop_database(context.postgres_url, database.result())
+    scenario.targets = _targets(context.smoke, relay_best, chat)
+    scenario.extra = {
+        "relay_best_round_trips_per_s": {str(k): round(v) for k, v in relay_best.items()},
+        "plan": dict(plan.__dict__),
+    }
+    return scenario
