@@ -546,9 +546,9 @@ SMOKE = Plan(
 )
 
 SATURATED_FRACTION = 0.9
-SATURATED_P99_MS = 500.0
-"""A step whose achieved rate is under 90 % of the offered one, or whose p99 passes half
-a second, is past saturation: the next, higher, step would only measure a queue."""
+SATURATED_P99_MS = 1000.0
+"""A step whose achieved rate is under 90 % of the offered one, or whose p99 passes a
+second, is past saturation: the next, higher, step would only measure a queue."""
 
 COLUMNS = [
     "system",
@@ -754,6 +754,20 @@ async def _relay(
     return best
 
 
+def _deploy(
+    context: report.Context, url: str, workers: int
+) -> tuple[contextlib.ExitStack, servers.Deployment]:
+    """``workers`` worksession processes, running until the stack is closed. The distance
+    tick is the ticker scenario's: off here, so that the CPU measured is the chat's."""
+    stack = contextlib.ExitStack()
+    deployment = stack.enter_context(
+        servers.worksession(
+            url, context.redis_url, context.log_dir, workers=workers, distance_interval_s="86400"
+        )
+    )
+    return stack, deployment
+
+
 async def _fresh_database(server_url: str) -> str:
     url = await servers.create_database(server_url)
     try:
@@ -898,7 +912,7 @@ per message, so the pairs keep the per-socket rate far below it.
 Load: open loop from {generators} generator processes splitting the pairs; message k of a \
 step is due at start + k/rate, round robin over the pairs, and its latency is measured \
 from that intended time. Steps of {step_s:g} s go up until one is saturated (achieved \
-under 90 % of offered, or p99 over 500 ms); a step ends when every operation sent in it \
+under 90 % of offered, or p99 over 1 s); a step ends when every operation sent in it \
 has completed, and *achieved* is operations / (last completion - step start). A chat \
 configuration starts with an unreported {warmup_rate}/s warm-up step. **CPU us/op** is \
 user+system CPU over the step, drain included, divided by the operations completed: \
@@ -913,8 +927,8 @@ exactly one; no error frame, no closed socket; the database has exactly the mess
 per session, all `read`; no server logged a traceback."""
 
 
-def _fmt(value: float | None, unit: str = "") -> str:
-    return "-" if value is None or value != value else f"{value:,.0f}{unit}"
+TARGET_RATE = 2_000
+"""The offered rate the latency and CPU targets are read at."""
 
 
 def _targets(
@@ -922,56 +936,59 @@ def _targets(
     relay_best: dict[int, float],
     chat: dict[tuple[int, str], dict[int, StepResult]],
 ) -> list[report.Target]:
+    """Each target is read on every 2-worker placement and met only if met on all."""
     two = {placement: steps for (workers, placement), steps in chat.items() if workers == 2}
+    if not two:
+        return []
+    relay = relay_best.get(2, math.nan)
+    best = {p: max(s.achieved for s in steps.values()) for p, steps in two.items()}
+    at_target = {p: steps.get(TARGET_RATE) for p, steps in two.items()}
+    # Where TARGET_RATE was not reached, the CPU is read at the highest step run (the
+    # cheapest per message: fixed costs spread over the most messages).
+    for_cpu = {p: at_target[p] or steps[max(steps)] for p, steps in two.items()}
+    p99 = {
+        p: None if s is None else s.latency.percentile(0.99) / 1000 for p, s in at_target.items()
+    }
+    cpu = {p: s.server_cpu_s * 1e6 / max(s.completed, 1) for p, s in for_cpu.items()}
 
-    def decide(ok: bool | None) -> bool | None:
+    def decide(ok: bool) -> bool | None:
         return None if smoke else ok
 
-    best = {p: max((s.achieved for s in steps.values()), default=0.0) for p, steps in two.items()}
-    at_2000 = {p: steps.get(2000) for p, steps in two.items()}
+    def latency_text(p: str) -> str:
+        value = p99[p]
+        if value is None:
+            return f"{TARGET_RATE:,}/s not reached {p}-worker (best {best[p]:,.0f}/s)"
+        return f"{value:,.1f} ms {p}-worker"
 
-    def p99(step: StepResult | None) -> float | None:
-        return None if step is None else step.latency.percentile(0.99) / 1000
+    def cpu_text(p: str) -> str:
+        at = "" if at_target[p] else f" (at {for_cpu[p].offered:,.0f}/s)"
+        return f"{cpu[p]:,.0f} us {p}-worker{at}"
 
-    def cpu(step: StepResult | None) -> float | None:
-        return None if step is None else step.server_cpu_s * 1e6 / max(step.completed, 1)
-
-    def each(values: dict[str, float | None], unit: str, digits: int = 0) -> str:
-        return ", ".join(
-            f"{'-' if v is None else f'{v:,.{digits}f}'}{unit} {p}-worker"
-            for p, v in values.items()
-        )
-
-    worst_rate = min(best.values(), default=0.0)
-    p99s = {p: p99(s) for p, s in at_2000.items()}
-    cpus = {p: cpu(s) for p, s in at_2000.items()}
-    relay2 = relay_best.get(2)
-    ratios = {p: (b / relay2 if relay2 else None) for p, b in best.items()}
-    all_known = bool(two) and not any(v is None for v in [*p99s.values(), *cpus.values()])
     return [
         report.Target(
             "throughput",
             ">= 3,000 persisted messages/s with both receipts on 2 workers",
-            each(dict(best.items()), "/s") or "not run",
-            decide(bool(two) and worst_rate >= 3000),
+            ", ".join(f"{best[p]:,.0f}/s {p}-worker" for p in two),
+            decide(all(b >= 3000 for b in best.values())),
         ),
         report.Target(
             "latency",
-            "delivery p99 <= 25 ms at 2,000 messages/s on 2 workers",
-            each(p99s, " ms", 1) or "not run",
-            decide(all_known and all(v is not None and v <= 25 for v in p99s.values())),
+            f"delivery p99 <= 25 ms at {TARGET_RATE:,} messages/s on 2 workers",
+            ", ".join(latency_text(p) for p in two),
+            decide(all(v is not None and v <= 25 for v in p99.values())),
         ),
         report.Target(
             "CPU",
-            "<= 300 us server CPU per message (2 workers, at 2,000 messages/s)",
-            each(cpus, " us") or "not run",
-            decide(all_known and all(v is not None and v <= 300 for v in cpus.values())),
+            f"<= 300 us server CPU per message (2 workers, at {TARGET_RATE:,} messages/s)",
+            ", ".join(cpu_text(p) for p in two),
+            decide(all(at_target.values()) and all(v <= 300 for v in cpu.values())),
         ),
         report.Target(
             "baseline ratio",
             ">= 0.35x the bare relay's round trips/s (2 workers)",
-            (each(ratios, "x", 2) + f" (relay {_fmt(relay2, '/s')})") if two else "not run",
-            decide(bool(two) and all(r is not None and r >= 0.35 for r in ratios.values())),
+            ", ".join(f"{best[p] / relay:.2f}x {p}-worker" for p in two)
+            + f" (relay {relay:,.0f}/s)",
+            decide(all(b / relay >= 0.35 for b in best.values())),
         ),
     ]
 
@@ -984,26 +1001,29 @@ async def run(context: report.Context) -> report.Scenario:
         description=DESCRIPTION.format(**plan.__dict__),
         columns=COLUMNS,
     )
-    # The database is made while the relay starts up (not while it is measured): a
-    # smoke run is mostly start-up time.
+    # Start-up (the database, the first worksession deployment, the generators) overlaps
+    # and ends before anything is measured: a smoke run is mostly start-up time.
     database = asyncio.create_task(_fresh_database(context.postgres_url))
+    deployments = plan.chat_deployments
+
+    async def first_deployment() -> tuple[contextlib.ExitStack, servers.Deployment]:
+        return await asyncio.to_thread(_deploy, context, await database, deployments[0][0])
+
+    first = asyncio.create_task(first_deployment())
     relay_best: dict[int, float] = {}
     chat: dict[tuple[int, str], dict[int, StepResult]] = {}
     try:
         async with ClientPool("bench.scenarios.chat:Generator", [{}] * plan.generators) as pool:
             for workers in plan.relay_workers:
-                relay_best[workers] = await _relay(context, plan, scenario, pool, workers, database)
+                relay_best[workers] = await _relay(context, plan, scenario, pool, workers, first)
             url = await database
-            for workers, placements in plan.chat_deployments:
-                # The distance tick is the ticker scenario's: off here, so that the CPU
-                # measured is the chat's.
-                with servers.worksession(
-                    url,
-                    context.redis_url,
-                    context.log_dir,
-                    workers=workers,
-                    distance_interval_s="86400",
-                ) as dep:
+            for n, (workers, placements) in enumerate(deployments):
+                stack, dep = (
+                    await first
+                    if n == 0
+                    else await asyncio.to_thread(_deploy, context, url, workers)
+                )
+                with stack:
                     for placement in placements:
                         chat[(workers, placement)] = await _chat(
                             plan,
@@ -1019,6 +1039,9 @@ async def run(context: report.Context) -> report.Scenario:
                             f"the server logged tracebacks: {dep.tracebacks()[0][-2000:]}"
                         )
     finally:
+        await asyncio.wait([first])
+        if not first.cancelled() and first.exception() is None:
+            first.result()[0].close()  # a no-op if it was closed in the loop
         await asyncio.wait([database])
         if not database.cancelled() and database.exception() is None:
             await servers.drop_database(context.postgres_url, database.result())
