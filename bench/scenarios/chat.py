@@ -886,45 +886,43 @@ async def _chat(
 
 
 DESCRIPTION = """\
-**Bare relay** rows: the baseline (`bench/relay.py`, a raw ASGI app under the same uvicorn \
-flags as `worksession serve`), {relay_pairs} socket pairs. One operation is a round trip: \
-one socket sends a frame carrying its intended send time, the relay forwards it to the \
-peer, the peer echoes it, the relay forwards it back. Latency columns are that round trip. \
-On 2 workers both sockets of a pair are on the same process (the relay pairs nothing \
-across processes).
+**Bare relay** rows: the baseline (`bench/relay.py`, a raw ASGI app under the same uvicorn flags \
+as `worksession serve`), {relay_pairs} socket pairs. One operation is a round trip: one socket \
+sends a frame carrying its intended send time, the relay forwards it to the peer, the peer echoes \
+it, the relay forwards it back. Latency columns are that round trip. On 2 workers both sockets of \
+a pair are on the same process (the relay pairs nothing across processes).
 
-**worksession** rows: `worksession serve` on a fresh PostgreSQL database with Redis and \
-live sessions (seeded), each with its seeker and provider connected; a step uses enough \
-of them (*pairs*, at least {min_pairs}) that each carries at most {pair_rate:g} messages/s. Both \
-sockets of a pair are on one worker (`same`) or the seeker on worker 0 and the provider \
-on worker 1 (`cross`, so every event crosses Redis). The chat room is opened before the \
-measurement. One operation is one message with both receipts: the seeker sends \
-`chat_message` (text with its per-pair index and intended send time); the seeker gets \
-`chat_message_ack`; the provider gets `chat_message` and answers `message_delivered` then \
-`message_read`; the seeker gets `message_status_update` `delivered` then `read`. So 3 \
-frames in and 4 frames out, 3 transactions (a message and two receipts, each committed \
-event persisted in the session's event log). **Latency columns are delivery**: intended \
-send time to the provider receiving the message; *receipt p99* is intended send time \
-to the seeker seeing `read`. The distance tick is switched off (the ticker scenario \
-measures it). Default rate limit (20 frames/s per socket): the provider sends 2 frames \
-per message, so the pairs keep the per-socket rate far below it.
+**worksession** rows: `worksession serve` on a fresh PostgreSQL database with Redis and live \
+sessions (seeded), each with its seeker and provider connected; a step uses enough of them \
+(*pairs*, at least {min_pairs}) that each carries at most {pair_rate:g} messages/s. Both sockets \
+of a pair are on one worker (`same`) or the seeker on worker 0 and the provider on worker 1 \
+(`cross`, so every event crosses Redis). The chat room is opened before the measurement. One \
+operation is one message with both receipts: the seeker sends `chat_message` (text with its \
+per-pair index and intended send time); the seeker gets `chat_message_ack`; the provider gets \
+`chat_message` and answers `message_delivered` then `message_read`; the seeker gets \
+`message_status_update` `delivered` then `read`. So 3 frames in, 4 frames out and 3 events \
+persisted (the message and two receipts, each in the session's event log) before the frames that \
+announce them go out. **Latency columns are delivery**: intended send time to the provider \
+receiving the message; *receipt p99* is intended send time to the seeker seeing `read`. The \
+distance tick is switched off (the ticker scenario measures it). Default rate limit (20 frames/s \
+per socket): the provider sends 2 frames per message, so the pairs keep the per-socket rate far \
+below it.
 
-Load: open loop from {generators} generator processes splitting the pairs; message k of a \
-step is due at start + k/rate, round robin over the pairs, and its latency is measured \
-from that intended time. Steps of {step_s:g} s go up until one is saturated (achieved \
-under 90 % of offered, or p99 over 1 s); a step ends when every operation sent in it \
-has completed, and *achieved* is operations / (last completion - step start). A chat \
-configuration starts with an unreported {warmup_rate}/s warm-up step. **CPU us/op** is \
-user+system CPU over the step, drain included, divided by the operations completed: \
-*server* = the relay or worksession processes; *db* = the PostgreSQL backends connected to \
-the benchmark's database; *generator* = the load generators. *x relay* = achieved / the \
-relay's highest achieved rate on the same number of workers.
+Load: open loop from {generators} generator processes splitting the pairs; message k of a step is \
+due at start + k/rate, round robin over the pairs, and its latency is measured from that intended \
+time. Steps of {step_s:g} s go up until one is saturated (achieved under 90 % of offered, or p99 \
+over 1 s); a step ends when every operation sent in it has completed, and *achieved* is operations \
+/ (last completion - step start).{warmup} **CPU us/op** is user+system CPU over the step, drain \
+included, divided by the operations completed: *server* = the relay or worksession processes; *db* \
+= the PostgreSQL backends connected to the benchmark's database; *generator* = the load \
+generators. *x relay* = achieved / the relay's highest achieved rate on the same number of \
+workers.
 
-Checked in every run, or the scenario fails: every round trip came back exactly once; \
-every provider saw its pair's messages in index order with no gap or duplicate; every \
-seeker saw an ack, then `delivered`, then `read` for each message, with seqs that go up by \
-exactly one; no error frame, no closed socket; the database has exactly the messages sent \
-per session, all `read`; no server logged a traceback."""
+Checked in every run, or the scenario fails: every round trip came back exactly once; every \
+provider saw its pair's messages in index order with no gap or duplicate; every seeker saw an ack, \
+then `delivered`, then `read` for each message, with seqs that go up by exactly one; no error \
+frame, no closed socket; the database has exactly the messages sent per session, all `read`; no \
+server logged a traceback."""
 
 
 TARGET_RATE = 2_000
@@ -998,7 +996,14 @@ async def run(context: report.Context) -> report.Scenario:
     scenario = report.Scenario(
         name="chat",
         title="Chat relay: messages with delivered/read receipts vs a bare relay",
-        description=DESCRIPTION.format(**plan.__dict__),
+        description=DESCRIPTION.format(
+            **plan.__dict__,
+            warmup=(
+                f" Each chat placement starts with an unreported {plan.warmup_rate}/s warm-up."
+                if plan.warmup_rate
+                else ""
+            ),
+        ),
         columns=COLUMNS,
     )
     # Start-up (the database, the first worksession deployment, the generators) overlaps
