@@ -76,6 +76,7 @@ async def publish(broker: Broker, outbox: Outbox) -> None:
     the log and every client heals from it (gap filling, ``resume``)."""
     if not outbox:
         return
+    broker.deliver_here(outbox.durable)
     try:
         await broker.publish(outbox.messages)
     except Exception as exc:

@@ -32,6 +32,12 @@ class Broker(abc.ABC):
     async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Publish (channel, payload) pairs, in order. Raises if the broker is unreachable."""
 
+    def deliver_here(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Hand ``messages`` to this worker's own subscribers now, ahead of the broker's
+        copy. Only for messages a subscriber can tell apart from a repeat (logged events,
+        dropped by seq): the broker's copy may still arrive. The default does nothing."""
+        return None
+
     def retry_later(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Best effort beyond the guarantee: publish ``messages`` again once the broker
         is reachable (they failed to publish). The default forgets them."""

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 RECONNECT_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 RETRY_BUFFER = 10_000
 """Messages kept for a second try after a failed publish; the oldest go first when full."""
+ECHOES = 10_000
+"""Messages delivered here ahead of Redis whose copy from Redis is still awaited."""
 
 
 class RedisBroker(Broker):
@@ -53,6 +55,7 @@ class RedisBroker(Broker):
         self._listener: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._retry: deque[tuple[str, bytes]] = deque(maxlen=RETRY_BUFFER)
+        self._echoes: dict[tuple[str, bytes], None] = {}
         self.reconnects = 0
 
     async def start(self, deliver: Deliver, on_resubscribed: Resubscribed | None = None) -> None:
@@ -98,7 +101,10 @@ class RedisBroker(Broker):
                     if isinstance(channel, bytes):
                         channel = channel.decode()
                     if self._deliver is not None and channel.startswith(self._prefix):
-                        self._deliver(channel[len(self._prefix) :], message["data"])
+                        key = (channel[len(self._prefix) :], message["data"])
+                        if self._echoes.pop(key, 0) is None:
+                            continue  # delivered here already, ahead of Redis
+                        self._deliver(*key)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -113,6 +119,22 @@ class RedisBroker(Broker):
             except Exception:
                 logger.exception("broker listener error")
                 await asyncio.sleep(0.1)
+
+    def deliver_here(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Events committed by this worker reach its own sockets without the Redis round
+        trip, so that they never arrive after a later event a socket got directly (the
+        answer to its own frame), which would make it read the log to fill the gap.
+        Redis's copy is recognised by its bytes and skipped; one that never comes back is
+        forgotten once ``ECHOES`` newer ones are waiting."""
+        deliver = self._deliver
+        if deliver is None:
+            return
+        for channel, payload in messages:
+            if channel in self._channels:
+                deliver(channel, payload)
+                self._echoes[(channel, payload)] = None
+        while len(self._echoes) > ECHOES:
+            del self._echoes[next(iter(self._echoes))]
 
     def retry_later(self, messages: Sequence[tuple[str, bytes]]) -> None:
         self._retry.extend(messages)
