@@ -44,6 +44,7 @@ CONNECT_CONCURRENCY = 50
 MAX_ERRORS_KEPT = 20
 START_DELAY_S = 0.3
 """Between the parent's go and the first message: every generator gets its phase first."""
+ROOM_TIMEOUT_S = 60.0
 BURST = 64
 """Most sends a late generator makes before it lets its readers run."""
 
@@ -308,9 +309,12 @@ class ChatClient:
             self.readers.append(asyncio.create_task(self._seeker(p)))
             self.readers.append(asyncio.create_task(self._provider(p)))
             await p.seeker.send(json.dumps({"type": "start_chat", "session_id": p.session_id}))
-        for p in added:
-            await asyncio.wait_for(p.ready.wait(), 60)
-            await asyncio.wait_for(p.provider_ready.wait(), 60)
+        try:
+            for p in added:
+                await asyncio.wait_for(p.ready.wait(), ROOM_TIMEOUT_S)
+                await asyncio.wait_for(p.provider_ready.wait(), ROOM_TIMEOUT_S)
+        except TimeoutError:
+            raise RuntimeError(f"a chat room never became ready: {self.checks.kept}") from None
         self.pairs.extend(added)
 
     def _seq(self, p: ChatPair, frame: dict[str, Any], seeker: bool) -> None:
