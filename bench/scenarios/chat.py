@@ -214,7 +214,6 @@ class RelayClient:
             with contextlib.suppress(ConnectionClosed):  # reported by the reader
                 await self.pairs[k % len(self.pairs)][0].send(f"{base + k} {intended:.6f}")
 
-        started = time.process_time()
         await open_loop(params["start_at"], params["rate"], count, send)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(step.done.wait(), params["drain_s"])
@@ -223,7 +222,6 @@ class RelayClient:
             "completed": step.completed,
             "last_done": step.last_done,
             "latency": step.latency.to_json(),
-            "cpu_s": time.process_time() - started,
             "lost": len(self.outstanding),
             "anomalies": self.checks.count,
             "errors": self.checks.kept,
@@ -231,7 +229,9 @@ class RelayClient:
 
     async def teardown(self) -> None:
         self.closing = True
-        await asyncio.gather(*(ws.close() for pair in self.pairs for ws in pair))
+        await asyncio.gather(
+            *(ws.close() for pair in self.pairs for ws in pair), return_exceptions=True
+        )
         for reader in self.readers:
             reader.cancel()
 
@@ -445,7 +445,6 @@ class ChatClient:
             with contextlib.suppress(ConnectionClosed):
                 await p.seeker.send(json.dumps(frame))
 
-        started = time.process_time()
         await open_loop(params["start_at"], params["rate"], count, send)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(step.done.wait(), params["drain_s"])
@@ -455,7 +454,6 @@ class ChatClient:
             "last_done": step.last_done,
             "latency": step.latency.to_json(),
             "receipt": step.receipt.to_json(),
-            "cpu_s": time.process_time() - started,
             "lost": sum(len(p.pending) for p in self.pairs),
             "anomalies": self.checks.count,
             "errors": self.checks.kept,
