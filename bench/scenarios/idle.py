@@ -40,7 +40,7 @@ FULL = {
     "sessions": 10_000,
     "generators": 4,
     "concurrency": 64,
-    "settle_s": 10.0,
+    "settle_s": 5.0,
     "window_s": 60.0,
     "relay_window_s": 20.0,
 }
