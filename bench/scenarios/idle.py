@@ -335,6 +335,7 @@ async def _cpu_timeline(dep: servers.Deployment, window_s: float) -> list[float]
 
 async def run(context: report.Context) -> report.Scenario:
     size = SMOKE if context.smoke else FULL
+    source = measured_at()
     url = await servers.create_database(context.postgres_url)
     try:
         await asyncio.to_thread(servers.migrate_database, url)
@@ -365,7 +366,7 @@ async def run(context: report.Context) -> report.Scenario:
                 )
     finally:
         await servers.drop_database(context.postgres_url, url)
-    return _scenario(context, size, relay, service, len(sessions))
+    return _scenario(context, size, relay, service, len(sessions), source)
 
 
 COLUMNS = [
@@ -406,7 +407,12 @@ def _row(server: str, held: Held) -> dict[str, Any]:
 
 
 def _scenario(
-    context: report.Context, size: dict[str, Any], relay: Held, service: Held, sessions: int
+    context: report.Context,
+    size: dict[str, Any],
+    relay: Held,
+    service: Held,
+    sessions: int,
+    source: dict[str, Any],
 ) -> report.Scenario:
     scenario = report.Scenario(
         name="idle",
@@ -436,7 +442,7 @@ def _scenario(
     scenario.extra = {
         "relay": asdict(relay),
         "worksession": asdict(service),
-        "measured_at": measured_at(),
+        "measured_at": source,
     }
     return scenario
 

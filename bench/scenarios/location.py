@@ -79,9 +79,9 @@ FULL = {
     "sessions": 2_000,
     "generators": 2,
     "concurrency": 32,
-    # At most twice the previous step: the step that first saturates then leaves a backlog
-    # of at most one step's duration, well inside uvicorn's 20 s ping timeout (a socket
-    # whose pong waits longer behind its own backlog is closed).
+    # At most 2.5 times the previous step: the step that first saturates then leaves a
+    # backlog of about one or two steps' duration, inside uvicorn's 20 s ping timeout (a
+    # socket whose pong waits longer behind its own backlog is closed).
     "rates": [100, 250, 500, 1_000, 2_000, 3_500, 5_000, 7_500],
     "relay_rates": [1_000, 2_500, 5_000, 7_500],
     "step_s": 6.0,
@@ -133,6 +133,10 @@ class Walk:
     expected: list[tuple[float, float, int]] = field(default_factory=list)
 
 
+class AnchorFailed(Exception):
+    """Anchoring fixes went unanswered (or were answered with an error)."""
+
+
 class LocationClient:
     """One generator process: its share of the sessions, both sockets of each. Sessions
     are connected and anchored as the steps need them (``prepare``), so that a slow
@@ -180,11 +184,8 @@ class LocationClient:
 
     async def _prepare(self, active: int) -> dict[str, Any]:
         """Connect and anchor the sessions up to ``active`` that are not yet."""
-        new = [
-            Walk(row[1], start_angle=row[0] * 2.399963)
-            for row in self.plan[len(self.walks) : active]
-        ]
         rows = self.plan[len(self.walks) : active]
+        new = [Walk(row[1], start_angle=row[0] * GOLDEN_ANGLE) for row in rows]
         self.walks.extend(new)
         limit = asyncio.Semaphore(self.concurrency)
         failures: Counter[str] = Counter()
@@ -217,7 +218,10 @@ class LocationClient:
         if failures or wrong_session:
             return {"failures": dict(failures), "wrong_session": wrong_session}
         if not self.relay:
-            await self._anchor(new)
+            try:
+                await self._anchor(new)
+            except AnchorFailed as failed:
+                return {"failures": {}, "wrong_session": 0, "anchor": str(failed)}
         return {"failures": {}, "wrong_session": 0}
 
     async def _read(self, walk: Walk, role: int, ws: ClientConnection) -> None:
@@ -283,7 +287,7 @@ class LocationClient:
             while self.counts["received distance_update"] < wanted:
                 if self.errors or time.monotonic() > deadline:
                     got = self.counts["received distance_update"] - before
-                    raise RuntimeError(
+                    raise AnchorFailed(
                         f"anchoring: {got}/{wanted - before} distance updates, "
                         f"error frames {dict(self.errors)}"
                     )
@@ -466,8 +470,8 @@ class DatabaseCpu:
         self.seconds = 0.0
         self.sessions = 0
         """Connections opened to the database in the window (the servers' pools growing
-        or churning), from ``pg_stat_database.sessions``, which PostgreSQL updates when
-        a session ends."""
+        or churning), from ``pg_stat_database.sessions``: approximate, as PostgreSQL
+        publishes its counters with a delay of up to a second."""
 
     async def _read(self) -> tuple[dict[int, float], int]:
         connection = await asyncpg.connect(self.dsn)
@@ -562,6 +566,8 @@ async def _prepare(pool: ClientPool, active: list[int]) -> None:
     wrong = sum(a["wrong_session"] for a in answers)
     if failures or wrong:
         raise RuntimeError(f"connecting: failures {dict(failures)}, {wrong} without session")
+    if anchoring := [a["anchor"] for a in answers if "anchor" in a]:
+        raise RuntimeError("; ".join(anchoring))
 
 
 async def _step(
@@ -693,7 +699,11 @@ async def _sessions_without_their_fixes(url: str, sent: dict[str, list[list[floa
 
 async def run(context: report.Context) -> report.Scenario:
     size = SMOKE if context.smoke else FULL
+    source = measured_at()
     sessions_n = int(size["sessions"])
+    shortest = 2 * sessions_n / max(size["rates"] + size["relay_rates"])
+    if STEP_M / min(shortest, PERIOD_S) * 3.6 >= MAX_SPEED_KMH:
+        raise ValueError("too few sessions: the fixes would break the speed limit")
     url = await servers.create_database(context.postgres_url)
     steps: list[Step] = []
     saturation: dict[str, float | None] = {}
@@ -736,7 +746,7 @@ async def run(context: report.Context) -> report.Scenario:
                         raise RuntimeError(f"{len(tracebacks)} server logs with a traceback")
     finally:
         await servers.drop_database(context.postgres_url, url)
-    return _scenario(context, size, steps, saturation)
+    return _scenario(context, size, steps, saturation, source)
 
 
 async def _ramp(
@@ -764,6 +774,7 @@ def _scenario(
     size: dict[str, Any],
     steps: list[Step],
     saturation: dict[str, float | None],
+    source: dict[str, Any],
 ) -> report.Scenario:
     scenario = report.Scenario(
         name="location",
@@ -834,7 +845,7 @@ def _scenario(
             for step in steps
         ],
         "saturated_at_achieved": saturation,
-        "measured_at": measured_at(),
+        "measured_at": source,
     }
     return scenario
 
