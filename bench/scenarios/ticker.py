@@ -1,0 +1,947 @@
+"""The distance ticker: one tick over 1,000 and over 10,000 live sessions.
+
+Two measurements per size, on one fresh PostgreSQL database:
+
+- **In process** (as the leader worker runs it, on uvloop, in a process of its own):
+  ``Jobs.distance_tick()`` reads the live sessions in keyset batches of 500, computes each
+  distance and publishes a ``distance_update`` per participant through the real
+  ``RedisBroker`` (one pipelined publish per batch). CPU per session is the process's CPU
+  time (``time.process_time``) of a whole tick over the sessions; the longest event-loop
+  hold is how late a 1 ms timer fired meanwhile (what other sockets of that worker wait at
+  most); the bare batched read of the same rows is the same-run baseline. Medians of
+  several rounds. One extra, unmeasured round first checks, with a Redis subscriber, that
+  every one of the 2 x N frames was published.
+- **Live**: ``worksession serve``, 2 workers, the tick every few seconds, the sockets of
+  the sessions connected (of a fifth of them at 10,000: see ``FULL``), plus open-loop chat
+  on some of the connected pairs (the seeker sends ``chat_message`` with its intended send
+  time in the text; the provider answers each with ``message_delivered`` and
+  ``message_read``). The arrivals of ``distance_update`` frames at the sockets, grouped by
+  the tick that sent them (its ``updated_at``), mark when each tick ran: first..last
+  arrival is the tick as clients see it. Chat latency (intended send -> the provider's
+  socket has the message) is split by send time: during a tick window, or quiet (the
+  second half of the gap between two ticks). The servers' CPU (from /proc, sampled every
+  100 ms) is compared between the tick windows and the quiet ones.
+
+The analysis is in ``bench/notes/ticker.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import json
+import logging
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import redis.asyncio
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from bench import report, servers
+from bench.clients import ClientPool
+from bench.latency import Histogram
+from bench.processes import ProcessGroup
+from bench.scenarios.idle import measured_at
+from bench.seeding import LiveSession, seed_live_sessions
+from bench.wsclient import open_socket
+from worksession.config import Settings
+from worksession.kit.db import Database
+from worksession.kit.leader import SoleLeader
+from worksession.kit.redis_broker import RedisBroker
+from worksession.outbox import dumps
+from worksession.scheduler import TICK_BATCH, Jobs
+from worksession.sessions import repository
+
+WORKERS = 2
+GUARD_S = 0.5
+"""Chat sent this close to a tick window counts as neither quiet nor during the tick."""
+SAMPLE_CPU_S = 0.1
+PAD_S = 0.2
+"""The tick window for server CPU starts this much before the first arrival (the leader
+reads and publishes the first batch before anyone receives anything)."""
+SOCKETS_PER_GENERATOR = 5_000
+SETTLE_S = 10.0
+
+FULL = {
+    # "sockets_of": the sessions whose two sockets are connected. All 20,000 sockets of
+    # 10,000 sessions take minutes to connect on the shared 2 cores (about 10 ms each under
+    # the neighbours' load), past the time a scenario may take: the 10,000-session tick
+    # publishes to all of them and is delivered to the sockets of 2,000. The interval
+    # leaves the tick of 10,000 time to finish before the next one is due.
+    "sizes": [
+        {"sessions": 1_000, "sockets_of": 1_000, "interval_s": 5.0, "duration_s": 30.0},
+        {"sessions": 10_000, "sockets_of": 2_000, "interval_s": 10.0, "duration_s": 40.0},
+    ],
+    "rounds": 5,
+    # Moderate: at 200 and at 100 messages/s (each with its two receipts: three
+    # transactions, every frame crossing workers) the chat alone took 0.5 to 0.7 of a core,
+    # about what the shared machine gave the two workers, and the quiet latency measured
+    # the servers' backlog rather than the tick. Spread thin over many pairs because the
+    # server handles one socket's frames one at a time.
+    "pairs": 100,
+    "chat_rate": 50.0,
+    "concurrency": 64,
+    "chat_apart": True,
+}
+SMOKE = {
+    "sizes": [{"sessions": 50, "sockets_of": 50, "interval_s": 2.0, "duration_s": 4.0}],
+    "rounds": 2,
+    "pairs": 10,
+    "chat_rate": 20.0,
+    "concurrency": 16,
+    "chat_apart": False,
+}
+
+TARGET_US_PER_SESSION = 50.0
+TARGET_P99_RATIO = 2.0
+
+
+# --- in process -------------------------------------------------------------------------
+
+
+class _Warnings(logging.Handler):
+    """Counts what the service logs at WARNING or above (a failed publish, for one)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+async def _loop_lag_monitor(stop: asyncio.Event, lags: list[float]) -> None:
+    """How late a 1 ms timer fires: the time the event loop was held by someone else."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        before = loop.time()
+        await asyncio.sleep(0.001)
+        lags.append(loop.time() - before - 0.001)
+
+
+async def _measure(work: Callable[[], Awaitable[None]]) -> tuple[float, float]:
+    """CPU seconds of ``work`` and the longest event-loop hold while it ran."""
+    stop, lags = asyncio.Event(), list[float]()
+    monitor = asyncio.create_task(_loop_lag_monitor(stop, lags))
+    await asyncio.sleep(0.01)
+    started = time.process_time()
+    await work()
+    cpu = time.process_time() - started
+    stop.set()
+    await monitor
+    return cpu, max(lags, default=0.0)
+
+
+class InProcessTick:
+    """The leader's tick in a generator process (uvloop, as the server runs) while no
+    server runs, publishing through the real RedisBroker."""
+
+    def __init__(self) -> None:
+        self.db: Database | None = None
+        self.broker: RedisBroker | None = None
+        self.jobs: Jobs | None = None
+        self.warnings = _Warnings()
+
+    async def setup(self, config: dict[str, Any]) -> dict[str, Any]:
+        url, redis_url = config["url"], config["redis_url"]
+        self.db = Database(url)
+        # Publishing needs no subscription of its own: the listener is not started, so the
+        # process does nothing but the tick.
+        self.broker = RedisBroker(redis_url, prefix=config["prefix"])
+        settings = Settings(database_url=url, redis_url=redis_url)
+        self.jobs = Jobs(settings, self.db, self.broker, SoleLeader())
+        logging.getLogger("worksession").addHandler(self.warnings)
+        return {}
+
+    async def phase(self, params: dict[str, Any]) -> dict[str, Any]:
+        assert self.jobs is not None
+        expected = int(params["sessions"])
+        ticked: list[int] = []
+
+        async def tick() -> None:
+            assert self.jobs is not None
+            ticked.append(await self.jobs.distance_tick())
+
+        if params["op"] == "check":
+            await tick()
+            return {"ticked": ticked, "warnings": self.warnings.count}
+        read_cpu, read_lag, tick_cpu, tick_lag = [], [], [], []
+        for _ in range(int(params["rounds"])):
+            cpu, lag = await _measure(self._read_only)
+            read_cpu.append(cpu)
+            read_lag.append(lag)
+            cpu, lag = await _measure(tick)
+            tick_cpu.append(cpu)
+            tick_lag.append(lag)
+        return {
+            "read_cpu": read_cpu,
+            "read_lag": read_lag,
+            "tick_cpu": tick_cpu,
+            "tick_lag": tick_lag,
+            "ticked": ticked,
+            "expected": expected,
+            "warnings": self.warnings.count,
+        }
+
+    async def _read_only(self) -> None:
+        """The baseline: the same keyset pages the tick reads, and nothing else."""
+        assert self.db is not None
+        after = 0
+        while True:
+            async with self.db.transaction() as s:
+                page = await repository.live_sessions_with_positions(
+                    s, after_id=after, limit=TICK_BATCH
+                )
+            if len(page) < TICK_BATCH:
+                return
+            after = page[-1].id
+            await asyncio.sleep(0)
+
+    async def teardown(self) -> None:
+        if self.broker is not None:
+            await self.broker.close()
+        if self.db is not None:
+            await self.db.dispose()
+
+
+class _PublishedCounter:
+    """A Redis subscriber to every user channel under a prefix: counts what was published."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        self.client = redis.asyncio.Redis.from_url(redis_url)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pattern = f"{prefix}:ws:*"
+        self.received = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _PublishedCounter:
+        await self.pubsub.psubscribe(self.pattern)
+        self._task = asyncio.create_task(self._count())
+        return self
+
+    async def _count(self) -> None:
+        while True:
+            message = await self.pubsub.get_message(timeout=1.0)
+            if message is not None and message["type"] == "pmessage":
+                self.received += 1
+
+    async def wait_for(self, expected: int, timeout_s: float) -> int:
+        """The count once it reaches ``expected`` (the subscriber reads behind the
+        publisher) or stops growing for ``timeout_s``."""
+        last, deadline = -1, time.monotonic() + timeout_s
+        while self.received < expected and time.monotonic() < deadline:
+            if self.received != last:
+                last, deadline = self.received, time.monotonic() + timeout_s
+            await asyncio.sleep(0.1)
+        return self.received
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self.client.aclose()
+
+
+async def _in_process(
+    context: report.Context, pool: ClientPool, prefix: str, sessions: int, rounds: int
+) -> dict[str, Any]:
+    """Runs in the pool's first process; the others idle meanwhile."""
+    idle = [{"op": "none"}] * (len(pool.processes) - 1)
+    # One unmeasured round with a subscriber listening: every frame was published. The
+    # measured rounds run without it, so that it takes no CPU from the tick.
+    async with _PublishedCounter(context.redis_url, prefix) as counter:
+        checked, *_ = await pool.phase([{"op": "check", "sessions": sessions}, *idle])
+        published = await counter.wait_for(2 * sessions, timeout_s=5.0)
+    measured, *_ = await pool.phase(
+        [{"op": "measure", "sessions": sessions, "rounds": rounds}, *idle]
+    )
+    measured["check_ticked"] = checked["ticked"]
+    measured["check_published"] = published
+    return measured
+
+
+# --- live -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pair:
+    session_id: str
+    seeker: ClientConnection
+    provider: ClientConnection
+
+
+class TickerClient:
+    """One generator process: its share of the sessions' sockets, reading all the time;
+    the chat process also holds the chat pairs and sends their load. The first process
+    runs the in-process tick before the server starts."""
+
+    def __init__(self) -> None:
+        self.tick: InProcessTick | None = None
+        self.sockets: list[ClientConnection] = []
+        self.readers: list[asyncio.Task[None]] = []
+        self.pairs: list[_Pair] = []
+        self._reset()
+        self.closed: Counter[str] = Counter()
+
+    def _reset(self) -> None:
+        self.ticks: dict[str, list[float]] = {}
+        """The tick's ``updated_at`` -> [first arrival, last arrival, frames]."""
+        self.other: Counter[str] = Counter()
+        self.samples: list[tuple[float, float]] = []
+        """(intended send time, latency) of every chat message a provider received."""
+        self.sent = 0
+        self.acks = 0
+        self.statuses: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+
+    async def setup(self, config: dict[str, Any]) -> dict[str, Any]:
+        if config:
+            self.tick = InProcessTick()
+            await self.tick.setup(config)
+        return {}
+
+    async def phase(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["op"] == "none":
+            return {}
+        if params["op"] in ("check", "measure"):
+            assert self.tick is not None
+            return await self.tick.phase(params)
+        if params["op"] == "connect":
+            return await self._connect_all(params)
+        if params["op"] == "reset":
+            self._reset()
+            return {}
+        if params["op"] == "disconnect":
+            await self._disconnect()
+            return {}
+        return await self._run(params)
+
+    async def _connect_all(self, params: dict[str, Any]) -> dict[str, Any]:
+        ws_urls: list[str] = params["ws_urls"]
+        specs = [
+            (index, worker, role, servers.token(sub, role), session_id, pair)
+            for index, worker, role, sub, session_id, pair in params["sockets"]
+        ]
+        limit = asyncio.Semaphore(params["concurrency"])
+        failures: Counter[str] = Counter()
+        wrong_session = 0
+        halves: dict[int, dict[str, ClientConnection]] = {}
+        started = time.monotonic()
+
+        async def one(
+            index: int, worker: int, role: str, jwt: str, session_id: str, pair: int
+        ) -> None:
+            nonlocal wrong_session
+            async with limit:
+                try:
+                    ws, connected = await open_socket(ws_urls[worker], role, jwt, index)
+                except Exception as exc:
+                    failures[type(exc).__name__] += 1
+                    return
+            if (connected.get("session") or {}).get("session_id") != session_id:
+                wrong_session += 1
+            self.sockets.append(ws)
+            self.readers.append(asyncio.create_task(self._read(ws, role)))
+            if pair >= 0:
+                halves.setdefault(pair, {})[role] = ws
+
+        await asyncio.gather(*(one(*spec) for spec in specs))
+        sessions_of = {pair: sid for _i, _w, _r, _t, sid, pair in specs if pair >= 0}
+        for pair, sockets in sorted(halves.items()):
+            if "seeker" in sockets and "provider" in sockets:
+                self.pairs.append(_Pair(sessions_of[pair], sockets["seeker"], sockets["provider"]))
+        return {
+            "connected": len(self.sockets),
+            "pairs": len(self.pairs),
+            "failures": dict(failures),
+            "wrong_session": wrong_session,
+            "seconds": time.monotonic() - started,
+        }
+
+    async def _read(self, ws: ClientConnection, role: str) -> None:
+        try:
+            async for raw in ws:
+                now = time.monotonic()
+                frame = json.loads(raw)
+                kind = frame.get("type")
+                if kind == "distance_update":
+                    tick = self.ticks.get(frame["updated_at"])
+                    if tick is None:
+                        self.ticks[frame["updated_at"]] = [now, now, 1]
+                    else:
+                        tick[1] = now
+                        tick[2] += 1
+                elif kind == "chat_message" and role == "provider":
+                    intended = float(frame["message"])
+                    self.samples.append((intended, now - intended))
+                    receipt = {"type": "message_delivered", "message_id": frame["message_id"]}
+                    await ws.send(dumps(receipt))
+                    await ws.send(dumps({**receipt, "type": "message_read"}))
+                elif kind == "chat_message_ack":
+                    self.acks += 1
+                elif kind == "message_status_update":
+                    self.statuses[frame["status"]] += 1
+                elif kind == "error":
+                    self.errors[str(frame.get("code"))] += 1
+                else:
+                    self.other[str(kind)] += 1
+        except ConnectionClosed:
+            pass
+        self.closed[str(ws.close_code)] += 1
+
+    async def _run(self, params: dict[str, Any]) -> dict[str, Any]:
+        start_at, duration = float(params["start_at"]), float(params["duration_s"])
+        if self.pairs:
+            await self._chat(start_at, duration, float(params["rate"]))
+        await asyncio.sleep(max(0.0, start_at + duration + params["grace_s"] - time.monotonic()))
+        # A loaded server may still be answering: wait for every answer, or until nothing
+        # has moved for SETTLE_S.
+        progress, quiet_since = -1, time.monotonic()
+        while self.pairs and time.monotonic() - quiet_since < SETTLE_S:
+            done = len(self.samples) + self.acks + sum(self.statuses.values())
+            if done == 4 * self.sent:
+                break
+            if done != progress:
+                progress, quiet_since = done, time.monotonic()
+            await asyncio.sleep(0.05)
+        return {
+            "ticks": self.ticks,
+            "other": dict(self.other),
+            "samples": self.samples,
+            "sent": self.sent,
+            "acks": self.acks,
+            "statuses": dict(self.statuses),
+            "errors": dict(self.errors),
+            "open": sum(1 for ws in self.sockets if ws.close_code is None),
+            "closed": dict(self.closed),
+        }
+
+    async def _chat(self, start_at: float, duration: float, rate: float) -> None:
+        """Open loop: message j is due at ``start_at + j / rate`` whatever happened to the
+        ones before it, on the pairs in turn; its text is that intended time."""
+        # Unique across runs: the pairs chat again at the next size, and a client_msg_id
+        # seen before in a session is answered with the original ack and stores nothing.
+        run = uuid.uuid4().hex[:8]
+        j = 0
+        while (intended := start_at + j / rate) < start_at + duration:
+            delay = intended - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pair = self.pairs[j % len(self.pairs)]
+            frame = {
+                "type": "chat_message",
+                "session_id": pair.session_id,
+                "message": f"{intended:.6f}",
+                "client_msg_id": f"{run}-{j}",
+            }
+            await pair.seeker.send(dumps(frame))
+            self.sent += 1
+            j += 1
+
+    async def _disconnect(self) -> None:
+        """Close the sockets before the server stops, as clients leaving (rather than the
+        server closing them all with 1012 on its way down)."""
+        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+        for reader in self.readers:
+            reader.cancel()
+        self.sockets, self.readers, self.pairs = [], [], []
+
+    async def teardown(self) -> None:
+        await self._disconnect()
+        if self.tick is not None:
+            await self.tick.teardown()
+
+
+def _socket_specs(sessions: list[LiveSession], first_index: int, pairs: bool) -> list[list[Any]]:
+    """[index, worker, role, sub, session_id, pair] per socket. Session k's seeker is on
+    worker k % 2 and its provider on the other: every frame of a chat pair crosses workers,
+    so every chat message passes through the leader, whichever worker leads."""
+    specs: list[list[Any]] = []
+    for k, live in enumerate(sessions):
+        pair = k if pairs else -1
+        index = first_index + 2 * k
+        specs.append([index, k % WORKERS, "seeker", live.seeker_id, live.session_id, pair])
+        specs.append(
+            [index + 1, (k + 1) % WORKERS, "provider", live.provider_id, live.session_id, pair]
+        )
+    return specs
+
+
+async def _sample_cpu(
+    groups: list[ProcessGroup], until: float, every: float = SAMPLE_CPU_S
+) -> list[list[float]]:
+    """[time, CPU seconds of each group...] every ``every`` seconds until ``until``."""
+    samples = []
+    while True:
+        now = time.monotonic()
+        samples.append([now, *(group.cpu() for group in groups)])
+        if now >= until:
+            return samples
+        await asyncio.sleep(every)
+
+
+def _cpu_between(samples: list[list[float]], column: int, a: float, b: float) -> float:
+    """CPU seconds of one column between two times, interpolated between samples."""
+    times = [s[0] for s in samples]
+
+    def at(t: float) -> float:
+        i = bisect.bisect_left(times, t)
+        if i <= 0:
+            return samples[0][column]
+        if i >= len(samples):
+            return samples[-1][column]
+        (t0, c0), (t1, c1) = (times[i - 1], samples[i - 1][column]), (times[i], samples[i][column])
+        return c0 + (c1 - c0) * (t - t0) / (t1 - t0) if t1 > t0 else c1
+
+    return at(b) - at(a)
+
+
+@dataclass
+class _Window:
+    first: float
+    last: float
+    frames: int
+
+
+def _quiet_intervals(windows: list[_Window], start: float, end: float) -> list[tuple[float, float]]:
+    """The second half of each gap between two ticks, up to GUARD_S before the next one.
+
+    Not the whole gap: a server that fell behind during a tick is still catching up for a
+    while after its last frame went out, and chat sent then is neither quiet nor in the
+    tick window."""
+    ordered = sorted(windows, key=lambda w: w.first)
+    if not ordered:
+        return [(start, end)]
+    quiet = []
+    for before, after in itertools.pairwise(ordered):
+        a = max((before.last + after.first) / 2, before.last + GUARD_S, start)
+        b = min(after.first - GUARD_S, end)
+        if b > a:
+            quiet.append((a, b))
+    return quiet
+
+
+def _fmt_pair(a: float, b: float) -> str:
+    """Two figures in one cell; "-" for one that has no samples (NaN)."""
+    return " / ".join("-" if x != x else f"{x:.1f}" for x in (a, b))
+
+
+# The seeded provider latitudes, kept aside while the tick must not see the sessions.
+HIDE = (
+    "CREATE TABLE bench_hidden_positions AS SELECT id, provider_latitude FROM work_sessions"
+    " WHERE provider_latitude IS NOT NULL",
+    "UPDATE work_sessions SET provider_latitude = NULL"
+    " WHERE id IN (SELECT id FROM bench_hidden_positions)",
+)
+SHOW = (
+    "UPDATE work_sessions AS w SET provider_latitude = h.provider_latitude"
+    " FROM bench_hidden_positions AS h WHERE h.id = w.id",
+    "DROP TABLE bench_hidden_positions",
+)
+
+
+async def _in_one_transaction(url: str, statements: tuple[str, ...]) -> None:
+    connection = await asyncpg.connect(servers.asyncpg_dsn(url))
+    try:
+        async with connection.transaction():
+            for statement in statements:
+                await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def _hide_positions(url: str) -> None:
+    """Take the sessions out of the tick while the sockets connect (the tick reads only
+    sessions with both positions): at a short interval, ticks to the sockets already
+    connected would slow the connection of the others down, more with every one."""
+    await _in_one_transaction(url, HIDE)
+
+
+async def _show_positions(url: str) -> None:
+    await _in_one_transaction(url, SHOW)
+
+
+def _generators(step: dict[str, Any], size: dict[str, Any]) -> int:
+    """Processes for the sockets of the ticked sessions, plus one for the chat pairs when
+    they are kept apart (so that their latency does not include a generator busy reading
+    thousands of tick frames)."""
+    tick_sockets = 2 * (int(step["sockets_of"]) - int(size["pairs"]))
+    return max(1, -(-tick_sockets // SOCKETS_PER_GENERATOR)) + int(size["chat_apart"])
+
+
+async def _live(
+    context: report.Context,
+    url: str,
+    sessions: list[LiveSession],
+    size: dict[str, Any],
+    step: dict[str, Any],
+    pool: ClientPool,
+) -> dict[str, Any]:
+    n, pairs, online = len(sessions), int(size["pairs"]), int(step["sockets_of"])
+    # The connected sessions are spread over the whole id range that the tick walks in
+    # order, so that their arrivals span the tick from its first batch to its last.
+    connected_sessions = sessions[:: max(1, n // online)][:online]
+    chat_sessions, tick_sessions = connected_sessions[:pairs], connected_sessions[pairs:]
+    tick_specs = _socket_specs(tick_sessions, 0, pairs=False)
+    chat_specs = _socket_specs(chat_sessions, len(tick_specs), pairs=True)
+    generators = len(pool.processes) - int(size["chat_apart"])
+    share = -(-len(tick_specs) // generators)
+    duration = float(step["duration_s"])
+    # Every tick that starts in the window has this long to reach all its sockets.
+    grace = float(step["interval_s"])
+    interval = str(step["interval_s"])
+    await _hide_positions(url)
+    with servers.worksession(
+        url, context.redis_url, context.log_dir, workers=WORKERS, distance_interval_s=interval
+    ) as dep:
+        ws_urls = [dep.ws_url(w) for w in range(WORKERS)]
+        shares = [tick_specs[g * share : (g + 1) * share] for g in range(generators)]
+        if size["chat_apart"]:
+            shares.append(chat_specs)
+        else:
+            shares[-1] = shares[-1] + chat_specs
+        connects = await pool.phase(
+            [
+                {
+                    "op": "connect",
+                    "ws_urls": ws_urls,
+                    "sockets": own,
+                    "concurrency": size["concurrency"],
+                }
+                for own in shares
+            ]
+        )
+        _progress(
+            f"{sum(c['connected'] for c in connects):,} sockets connected in "
+            f"{max(c['seconds'] for c in connects):.0f} s"
+        )
+        await _show_positions(url)
+        await pool.phase({"op": "reset"})
+        start_at = time.monotonic() + 0.5
+        end_at = start_at + duration
+        workers = [ProcessGroup.under([p.popen.pid]) for p in dep.processes]
+        sampler = asyncio.create_task(_sample_cpu([*workers, pool.group], until=end_at + grace))
+        runs = await pool.phase(
+            {
+                "op": "run",
+                "start_at": start_at,
+                "duration_s": duration,
+                "grace_s": grace,
+                "rate": size["chat_rate"],
+            }
+        )
+        cpu = await sampler
+        # Read before the clients leave: a client that goes while a frame is being sent to
+        # it makes the server log a traceback (see bench/notes/ticker.md).
+        tracebacks = dep.tracebacks()
+        await pool.phase({"op": "disconnect"})
+
+    problems: list[str] = []
+    connected = sum(c["connected"] for c in connects)
+    failures: Counter[str] = Counter()
+    for c in connects:
+        failures.update(c["failures"])
+    if connected != 2 * online or failures:
+        problems.append(f"connected {connected} of {2 * online} sockets ({dict(failures)})")
+    if wrong := sum(c["wrong_session"] for c in connects):
+        problems.append(f"{wrong} sockets got another session in their connected frame")
+    if connects[-1]["pairs"] != pairs:
+        problems.append(f"only {connects[-1]['pairs']} of {pairs} chat pairs connected")
+
+    merged: dict[str, _Window] = {}
+    for r in runs:
+        for key, (first, last, frames) in r["ticks"].items():
+            w = merged.get(key)
+            if w is None:
+                merged[key] = _Window(first, last, int(frames))
+            else:
+                w.first, w.last, w.frames = (
+                    min(w.first, first),
+                    max(w.last, last),
+                    w.frames + frames,
+                )
+    windows = sorted(merged.values(), key=lambda w: w.first)
+    measured = [w for w in windows if start_at <= w.first <= end_at]
+    incomplete = [w.frames for w in measured if w.frames != 2 * online]
+    if incomplete:
+        problems.append(f"ticks that did not reach every socket once: {incomplete} of {2 * online}")
+    if not measured:
+        problems.append("no tick ran in the measured window")
+
+    during, quiet, after = Histogram(), Histogram(), Histogram()
+    quiet_spans = _quiet_intervals(windows, start_at, end_at)
+    for intended, latency in (s for r in runs for s in r["samples"]):
+        if not start_at <= intended < end_at:
+            continue
+        if any(w.first <= intended <= w.last for w in windows):
+            during.record(latency)
+        elif any(a <= intended < b for a, b in quiet_spans):
+            quiet.record(latency)
+        else:
+            after.record(latency)
+    sent = sum(r["sent"] for r in runs)
+    received = sum(len(r["samples"]) for r in runs)
+    acks = sum(r["acks"] for r in runs)
+    statuses: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    closed: Counter[str] = Counter()
+    for r in runs:
+        statuses.update(r["statuses"])
+        errors.update(r["errors"])
+        closed.update(r["closed"])
+    if not sent or {sent, received, acks, statuses["delivered"], statuses["read"]} != {sent}:
+        problems.append(
+            f"chat: sent {sent}, received {received}, acks {acks}, statuses {dict(statuses)}"
+        )
+    if errors:
+        problems.append(f"error frames: {dict(errors)}")
+    if closed:
+        problems.append(f"sockets closed during the run: {dict(closed)}")
+    if tracebacks:
+        problems.append(f"server tracebacks: {tracebacks[0][-2000:]}")
+
+    # Server CPU: each complete tick's window (padded) against the quiet rate.
+    columns = range(1, WORKERS + 1)
+    quiet_s = sum(b - a for a, b in quiet_spans)
+    quiet_cores = [
+        sum(_cpu_between(cpu, c, a, b) for a, b in quiet_spans) / quiet_s if quiet_s else 0.0
+        for c in columns
+    ]
+    per_tick = []
+    for w in measured:
+        a, b = w.first - PAD_S, w.last + PAD_S
+        used = [_cpu_between(cpu, c, a, b) for c in columns]
+        excess = [u - q * (b - a) for u, q in zip(used, quiet_cores, strict=True)]
+        per_tick.append(
+            {
+                "duration_ms": (w.last - w.first) * 1000,
+                "cores": sum(used) / (b - a),
+                "excess_us_per_session": [e * 1e6 / n for e in excess],
+            }
+        )
+    generator_cores = (
+        _cpu_between(cpu, WORKERS + 1, start_at, end_at) / duration if duration else 0.0
+    )
+
+    def median(key: str) -> float:
+        return statistics.median(t[key] for t in per_tick) if per_tick else float("nan")
+
+    by_worker = [
+        statistics.median(t["excess_us_per_session"][i] for t in per_tick) if per_tick else 0.0
+        for i in range(WORKERS)
+    ]
+    return {
+        "problems": problems,
+        "ticks": len(measured),
+        "tick_ms": median("duration_ms"),
+        "tick_cores": median("cores"),
+        "quiet_cores": sum(quiet_cores),
+        "excess_us_per_session": sum(by_worker),
+        "excess_us_per_session_by_worker": by_worker,
+        "generator_cores": generator_cores,
+        "during": during,
+        "quiet": quiet,
+        "after": after,
+        "chat_sent": sent,
+        "connect_s": max(c["seconds"] for c in connects),
+        "sockets_of": online,
+        "generators": len(shares),
+    }
+
+
+# --- the scenario -----------------------------------------------------------------------
+
+
+def _describe(size: dict[str, Any]) -> str:
+    steps = "; ".join(
+        f"{step['sessions']:,} sessions ticked every {step['interval_s']:g} s for "
+        f"{step['duration_s']:g} s, the sockets of {step['sockets_of']:,} of them connected "
+        "(spread evenly over the order the tick reads them in)"
+        for step in size["sizes"]
+    )
+    return " ".join(
+        [
+            "One distance tick over N live sessions (both positions known, all ticked).",
+            "**In process**: `Jobs.distance_tick()` as the leader runs it (uvloop, batches",
+            f"of {TICK_BATCH}, publishing 2 x N `distance_update` frames through the real",
+            "`RedisBroker`); CPU per session is the process's CPU time for a whole tick / N;",
+            "'loop hold' is the longest a 1 ms timer was late meanwhile; the baseline is the",
+            f"bare batched read of the same rows (medians of {size['rounds']} rounds; one",
+            "more, unmeasured, round checks with a Redis subscriber that all 2 x N frames",
+            f"were published). **Live**: `worksession serve` with {WORKERS} workers, the",
+            f"tick at a short interval ({steps}). Seeker and provider are on different",
+            "workers; the sessions' positions are hidden from the tick while the sockets",
+            "connect (about 10 ms a socket on the shared machine).",
+            f"{size['pairs']} of the connected sessions carry open-loop chat at",
+            f"{size['chat_rate']:g} messages/s in all (the seeker sends `chat_message`, the",
+            "provider answers `message_delivered` + `message_read`; every message crosses",
+            "workers, so it passes through the leader). A tick is seen at the clients from",
+            "its first to its last `distance_update` arrival; every connected socket must",
+            "get exactly one per tick. 'CPU us/session' live is the servers' CPU (both",
+            f"workers, /proc) in the tick window padded by {PAD_S:g} s, minus the quiet",
+            "rate, / N: the tick plus the delivery of its frames to the connected sockets.",
+            "'server cores': CPU seconds per second in the tick windows and in the quiet",
+            "ones (which carry the chat). Chat latency is intended send -> the provider's",
+            "socket has the message, split by send time: during a tick window (first..last",
+            "arrival), or quiet (the second half of the gap between two ticks, up to",
+            f"{GUARD_S:g} s before the next: in the first half, a server that fell behind",
+            "during the tick is still catching up).",
+        ]
+    )
+
+
+COLUMNS = [
+    "sessions",
+    "measure",
+    "CPU us/session",
+    "baseline us/session",
+    "ratio",
+    "loop hold ms",
+    "tick ms",
+    "server cores tick / quiet",
+    "chat p50 quiet / tick ms",
+    "chat p99 quiet / tick ms",
+    "p99 tick/quiet",
+]
+
+
+async def run(context: report.Context) -> report.Scenario:
+    size = SMOKE if context.smoke else FULL
+    scenario = report.Scenario(
+        name="ticker",
+        title="Distance ticker",
+        description=_describe(size),
+        columns=COLUMNS,
+    )
+    # The checkout is shared with people changing the service: say which code was measured.
+    scenario.extra["measured_at"] = measured_at()
+    url = await servers.create_database(context.postgres_url)
+    try:
+        await asyncio.to_thread(servers.migrate_database, url)
+        sessions: list[LiveSession] = []
+        problems: list[str] = []
+        results: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        for step in size["sizes"]:
+            n = int(step["sessions"])
+            sessions += await seed_live_sessions(url, n - len(sessions), f"t{len(sessions)}")
+            prefix = f"bench-tick-{uuid.uuid4().hex[:8]}"
+            tick = {"url": url, "redis_url": context.redis_url, "prefix": prefix}
+            configs = [tick] + [{}] * (_generators(step, size) - 1)
+            async with ClientPool("bench.scenarios.ticker:TickerClient", configs) as pool:
+                inproc = await _in_process(context, pool, prefix, n, int(size["rounds"]))
+                _progress(
+                    f"{n:,} sessions in process: "
+                    f"{statistics.median(inproc['tick_cpu']) * 1e6 / n:.1f} us CPU per session"
+                )
+                problems += _check_in_process(inproc, n)
+                live = await _live(context, url, sessions, size, step, pool)
+            problems += [f"{n} sessions: {p}" for p in live["problems"]]
+            results[n] = (inproc, live)
+            _add_rows(scenario, n, inproc, live)
+    finally:
+        await servers.drop_database(context.postgres_url, url)
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    _add_targets(scenario, results, context.smoke)
+    return scenario
+
+
+def _progress(text: str) -> None:
+    """A line on stderr: the full run takes minutes, most of them connecting sockets."""
+    print(f"ticker: {text}", file=sys.stderr, flush=True)
+
+
+def _check_in_process(inproc: dict[str, Any], n: int) -> list[str]:
+    problems = []
+    if inproc["check_ticked"] != [n] or inproc["ticked"] != [n] * len(inproc["tick_cpu"]):
+        problems.append(f"in-process tick covered {inproc['ticked']} sessions, not {n}")
+    if inproc["check_published"] != 2 * n:
+        problems.append(f"in-process tick published {inproc['check_published']} of {2 * n}")
+    if inproc["warnings"]:
+        problems.append(f"in-process tick logged {inproc['warnings']} warnings")
+    return problems
+
+
+def _add_rows(
+    scenario: report.Scenario, n: int, inproc: dict[str, Any], live: dict[str, Any]
+) -> None:
+    tick_cpu = statistics.median(inproc["tick_cpu"])
+    read_cpu = statistics.median(inproc["read_cpu"])
+    scenario.add(
+        **{
+            "sessions": f"{n:,}",
+            "measure": "in process",
+            "CPU us/session": tick_cpu * 1e6 / n,
+            "baseline us/session": read_cpu * 1e6 / n,
+            "ratio": tick_cpu / read_cpu if read_cpu else float("nan"),
+            "loop hold ms": statistics.median(inproc["tick_lag"]) * 1000,
+        }
+    )
+    during, quiet = live["during"], live["quiet"]
+    q50, q99 = quiet.percentile(0.5) / 1000, quiet.percentile(0.99) / 1000
+    d50, d99 = during.percentile(0.5) / 1000, during.percentile(0.99) / 1000
+    scenario.add(
+        **{
+            "sessions": f"{n:,}",
+            "measure": f"live, {live['ticks']} ticks to {2 * live['sockets_of']:,} sockets",
+            "CPU us/session": live["excess_us_per_session"],
+            "tick ms": live["tick_ms"],
+            "server cores tick / quiet": f"{live['tick_cores']:.2f} / {live['quiet_cores']:.2f}",
+            "chat p50 quiet / tick ms": _fmt_pair(q50, d50),
+            "chat p99 quiet / tick ms": _fmt_pair(q99, d99),
+            "p99 tick/quiet": d99 / q99 if q99 else float("nan"),
+        }
+    )
+    scenario.extra[str(n)] = {
+        "in_process": {k: inproc[k] for k in ("tick_cpu", "read_cpu", "tick_lag", "read_lag")},
+        "read_lag_ms": statistics.median(inproc["read_lag"]) * 1000,
+        "live": {
+            "ticks": live["ticks"],
+            "excess_us_per_session_by_worker": live["excess_us_per_session_by_worker"],
+            "generator_cores": live["generator_cores"],
+            "chat_sent": live["chat_sent"],
+            "chat_quiet": quiet.summary_ms(),
+            "chat_during_tick": during.summary_ms(),
+            "chat_after_tick": live["after"].summary_ms(),
+            "connect_s": live["connect_s"],
+            "generator_processes": live["generators"],
+        },
+    }
+
+
+def _add_targets(
+    scenario: report.Scenario,
+    results: dict[int, tuple[dict[str, Any], dict[str, Any]]],
+    smoke: bool,
+) -> None:
+    n = max(results)
+    inproc, live = results[n]
+    us = statistics.median(inproc["tick_cpu"]) * 1e6 / n
+    q99, d99 = live["quiet"].percentile(0.99), live["during"].percentile(0.99)
+    ratio = d99 / q99 if q99 else float("nan")
+    scenario.targets += [
+        report.Target(
+            "CPU per session",
+            f"{TARGET_US_PER_SESSION:g} us at 10,000 sessions",
+            f"{us:.1f} us at {n:,} (in process)",
+            None if smoke else us <= TARGET_US_PER_SESSION,
+        ),
+        report.Target(
+            "chat during a tick",
+            f"p99 <= {TARGET_P99_RATIO:g}x quiet",
+            f"{ratio:.2f}x ({d99 / 1000:.1f} / {q99 / 1000:.1f} ms) at {n:,}",
+            None if smoke else ratio <= TARGET_P99_RATIO,
+        ),
+    ]
