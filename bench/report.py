@@ -126,13 +126,16 @@ def render_markdown(results: list[dict[str, Any]]) -> str:
     for result in results:
         machine = result["machine"]
         load = ", ".join(f"{x:.2f}" for x in machine["load_average"])
+        commit = (result.get("extra") or {}).get("measured_at", {}).get("commit")
+        at_commit = f" at commit {commit}" if commit else ""
         lines += [
             "",
             f"## {result['title']}",
             "",
             result["description"],
             "",
-            f"Measured {result['measured_at']} on {machine['cores']} x {machine['cpu_model']}"
+            f"Measured {result['measured_at']}{at_commit} on {machine['cores']} x "
+            f"{machine['cpu_model']}"
             f" (load average before the run {load}).",
             "",
             *table(result["columns"], result["rows"]),
