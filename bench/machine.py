@@ -8,8 +8,10 @@ import platform
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
+REPOSITORY = Path(__file__).resolve().parent.parent
 PACKAGES = ("worksession", "uvicorn", "websockets", "sqlalchemy", "asyncpg", "redis", "fastapi")
 
 
@@ -60,4 +62,20 @@ def describe(postgres_url: str, redis_url: str) -> dict[str, Any]:
         "packages": versions,
         "postgresql": _postgres_version(postgres_url),
         "redis": _redis_version(redis_url),
+    }
+
+
+def measured_at() -> dict[str, Any]:
+    """The commit the servers ran, and the files under ``src`` that differed from it
+    (the checkout is shared with people changing the service while it is measured)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=REPOSITORY, capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short=12", "HEAD"),
+        "uncommitted_in_src": git("status", "--porcelain", "--", "src").splitlines(),
     }

@@ -11,6 +11,7 @@ The baseline, :mod:`bench.relay`, runs under the same uvicorn flags as ``serve``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -252,3 +253,11 @@ def relay(log_dir: Path, *, workers: int = 1) -> Iterator[Deployment]:
 
 def migrate_database(url: str) -> None:
     migrate.upgrade(url)
+
+
+async def start_in_thread(
+    running: contextlib.ExitStack, deployment: contextlib.AbstractContextManager[Deployment]
+) -> Deployment:
+    """Enter ``deployment`` (which blocks until they answer) in a thread, so that the event
+    loop starts the load generators meanwhile; ``running`` stops them."""
+    return await asyncio.to_thread(running.enter_context, deployment)

@@ -31,3 +31,16 @@ async def open_socket(
     if connected.get("type") != "connected":
         raise RuntimeError(f"expected connected, got {connected.get('type')}")
     return ws, connected
+
+
+async def open_relay(ws_url: str, pair: str, index: int) -> ClientConnection:
+    """A socket on the bare relay, paired with the other one that names ``pair`` (the
+    relay sends no frame of its own, so there is no ``connected`` frame to wait for)."""
+    return await connect(
+        f"{ws_url}/?pair={pair}",
+        local_addr=source_address(index),
+        ping_interval=None,
+        open_timeout=120,
+        max_queue=None,
+        compression=None,
+    )

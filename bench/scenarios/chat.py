@@ -30,15 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from bench import report, servers
-from bench.clients import ClientPool, source_address
+from bench.clients import ClientPool
 from bench.latency import Histogram
 from bench.processes import CpuWindow, ProcessGroup, cpu_seconds
 from bench.seeding import seed_live_sessions
-from bench.wsclient import open_socket
+from bench.wsclient import open_relay, open_socket
 
 CONNECT_CONCURRENCY = 50
 MAX_ERRORS_KEPT = 20
@@ -141,20 +141,11 @@ class RelayClient:
 
     async def setup(self, config: dict[str, Any]) -> dict[str, Any]:
         async def pair(entry: dict[str, Any]) -> tuple[ClientConnection, ClientConnection]:
-            url = f"{entry['url']}/?pair={entry['pair']}"
-            sockets = []
-            for side in range(2):
-                sockets.append(
-                    await connect(
-                        url,
-                        local_addr=source_address(2 * entry["index"] + side),
-                        ping_interval=None,
-                        max_queue=None,
-                        compression=None,
-                        open_timeout=120,
-                    )
-                )
-            return sockets[0], sockets[1]
+            first, second = 2 * entry["index"], 2 * entry["index"] + 1
+            return (
+                await open_relay(entry["url"], entry["pair"], first),
+                await open_relay(entry["url"], entry["pair"], second),
+            )
 
         self.pairs = await _map_limited(pair, config["pairs"])
         for a, b in self.pairs:

@@ -36,8 +36,8 @@ from websockets.exceptions import ConnectionClosed
 from bench import report, servers
 from bench.clients import ClientPool
 from bench.latency import Histogram
+from bench.machine import measured_at
 from bench.processes import CpuWindow, ProcessGroup
-from bench.scenarios.idle import measured_at
 from bench.seeding import seed_live_sessions
 from bench.wsclient import open_socket
 from worksession.kit.redis_broker import RedisBroker

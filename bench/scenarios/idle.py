@@ -13,21 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from bench import report, servers
-from bench.clients import ClientPool, source_address
+from bench.clients import ClientPool
 from bench.latency import Histogram
+from bench.machine import measured_at
 from bench.processes import CpuWindow
 from bench.seeding import seed_live_sessions
-from bench.wsclient import open_socket
+from bench.servers import start_in_thread
+from bench.wsclient import open_relay, open_socket
 from worksession.lifespan import build_verifier
 
 WORKERS = 2
@@ -157,43 +158,6 @@ class IdleClient:
 
     async def teardown(self) -> None:
         self._drop()
-
-
-def measured_at() -> dict[str, Any]:
-    """The commit the servers ran, and the files under ``src`` that differed from it
-    (the checkout is shared with people changing the service while it is measured)."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=servers.REPOSITORY, capture_output=True, text=True, check=False
-        )
-        return done.stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "--short=12", "HEAD"),
-        "uncommitted_in_src": git("status", "--porcelain", "--", "src").splitlines(),
-    }
-
-
-async def start_in_thread(
-    running: contextlib.ExitStack, servers_: contextlib.AbstractContextManager[servers.Deployment]
-) -> servers.Deployment:
-    """Enter ``servers_`` (which blocks until they answer) in a thread, so that the event
-    loop starts the load generators meanwhile; ``running`` stops them."""
-    return await asyncio.to_thread(running.enter_context, servers_)
-
-
-async def open_relay(ws_url: str, pair: str, index: int) -> ClientConnection:
-    """A socket on the bare relay, paired with the other one that names ``pair`` (the
-    relay sends no frame of its own, so there is no ``connected`` frame to wait for)."""
-    return await connect(
-        f"{ws_url}/?pair={pair}",
-        local_addr=source_address(index),
-        ping_interval=None,
-        open_timeout=120,
-        max_queue=None,
-        compression=None,
-    )
 
 
 def _socket_specs(sessions: list[Any]) -> list[list[Any]]:

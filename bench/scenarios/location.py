@@ -39,10 +39,11 @@ from websockets.exceptions import ConnectionClosed
 from bench import report, servers
 from bench.clients import ClientPool
 from bench.latency import Histogram
+from bench.machine import measured_at
 from bench.processes import CpuWindow, cpu_seconds
-from bench.scenarios.idle import measured_at, open_relay, start_in_thread
 from bench.seeding import seed_live_sessions
-from bench.wsclient import open_socket
+from bench.servers import start_in_thread
+from bench.wsclient import open_relay, open_socket
 from worksession import geo
 from worksession.lifespan import build_verifier
 

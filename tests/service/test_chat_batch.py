@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
+from tests.conftest import PG_URL
 from tests.factories import make_chat_message, make_work_session
 from worksession.chat.batch import Action, ChatBatcher, ChatFrame
 from worksession.errors import Forbidden, InvalidState, MessageNotFound, SessionNotFound
@@ -27,10 +28,17 @@ SEEKER = "seeker-b1"
 PROVIDER = "provider-b1"
 
 
+# The group commit exists on PostgreSQL only (SQLite keeps one transaction per frame), so
+# these tests take the PostgreSQL database alone rather than skipping the SQLite one.
+pytestmark = [
+    pytest.mark.skipif(not PG_URL, reason="needs WORKSESSION_TEST_DATABASE_URL (CI sets it)"),
+    pytest.mark.parametrize("db_url", ["postgresql"], indirect=True),
+]
+
+
 @pytest.fixture
 def pg(db: Database) -> Database:
-    if db.dialect != "postgresql":
-        pytest.skip("the group commit runs on PostgreSQL only")
+    assert db.dialect == "postgresql"
     return db
 
 
