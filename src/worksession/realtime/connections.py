@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from starlette.websockets import WebSocketDisconnect
+
 from worksession.errors import WorksessionError
 from worksession.kit.db import is_database_unavailable
 from worksession.ops import metrics
@@ -197,7 +199,16 @@ class Connection:
         self._answers.pop((session_id, seq), None)
 
     async def _write(self, text: str) -> None:
-        await self.socket.send_text(text)
+        try:
+            await self.socket.send_text(text)
+        except WebSocketDisconnect as exc:
+            raise ConnectionResetError("the peer went away mid-send") from exc
+        except RuntimeError as exc:
+            # The server closed the socket underneath us (a keepalive ping timed out);
+            # uvicorn says so with a RuntimeError. That is the peer being gone, not a bug.
+            if "websocket.close" not in str(exc):
+                raise
+            raise ConnectionResetError("the socket is already closed") from exc
         metrics.frame_out(text)
 
     async def _send_event(self, event: LoggedEvent, request_id: str | None = None) -> None:
