@@ -10,6 +10,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
+COPY migrations ./migrations
 RUN python -m pip wheel --no-deps --wheel-dir /wheels .
 
 # --- runtime: the wheel and its dependencies in a virtualenv, run as a non-root user

@@ -112,25 +112,26 @@ def migrate() -> None:
 
 @cli.command()
 def sweep() -> None:
-    """Delete expired chat messages, stale typing indicators and expired session events now."""
+    """Delete expired chat messages and the history of sessions past retention now."""
+    from worksession.kit.broker import MemoryBroker
     from worksession.kit.db import Database
-    from worksession.sessions.retention import sweep_expired
+    from worksession.lifespan import build_pipeline
+    from worksession.pipeline.commands import SweepExpired
 
     settings = _settings()
 
     async def run() -> None:
         db = Database(settings.database_url)
+        # Nothing to publish: a sweep logs no event.
+        pipeline = build_pipeline(settings, db, MemoryBroker())
         try:
-            async with db.transaction() as session:
-                result = await sweep_expired(
-                    session, retention_hours=settings.message_retention_hours
-                )
+            outcome = await pipeline.submit(SweepExpired())
         finally:
+            await pipeline.store.dispose()
             await db.dispose()
-        typer.echo(
-            f"deleted {result.messages} chat messages, {result.typing_indicators} typing "
-            f"indicators, {result.events} session events"
-        )
+        messages = sum(s.messages for s in outcome.swept)
+        events = sum(s.events for s in outcome.swept)
+        typer.echo(f"deleted {messages} chat messages, {events} session events")
 
     asyncio.run(run())
 

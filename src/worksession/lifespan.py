@@ -9,12 +9,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from worksession.chat.batch import ChatBatcher
+from worksession.chat.typing import TypingRelay
 from worksession.config import Settings
+from worksession.decide import CONSTRAINT_ERRORS, decide
+from worksession.eventlog.outbox import Outbox, publish
 from worksession.kit.broker import Broker, MemoryBroker
 from worksession.kit.db import Database
 from worksession.kit.jwt import TokenVerifier
 from worksession.kit.leader import Leadership, RedisLease, SoleLeader
+from worksession.pipeline.rows import Policy
+from worksession.pipeline.runner import Pipeline
+from worksession.pipeline.store import Store
 from worksession.realtime.connections import CLOSE_RESTARTING, Hub
 from worksession.realtime.gateway import close_all
 from worksession.scheduler import Jobs, build_scheduler
@@ -44,6 +49,27 @@ def build_broker(settings: Settings) -> tuple[Broker, Leadership]:
     return MemoryBroker(), SoleLeader()
 
 
+def build_store(db: Database) -> Store:
+    """The pipeline's store for the database ``db`` is on."""
+    if db.dialect == "postgresql":
+        from worksession.pipeline.postgres import PostgresStore
+
+        return PostgresStore(db.url)
+    from worksession.pipeline.sqlite import SqliteStore
+
+    return SqliteStore(db.engine)
+
+
+def build_pipeline(settings: Settings, db: Database, broker: Broker) -> Pipeline:
+    return Pipeline(
+        build_store(db),
+        broker,
+        Policy.from_settings(settings),
+        decide,
+        conflicts=CONSTRAINT_ERRORS,
+    )
+
+
 def describe_database(url: str) -> str:
     """The URL without its password, fit for a log line."""
     return make_url(url).render_as_string(hide_password=True)
@@ -55,16 +81,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     db = Database(settings.database_url)
     broker, leadership = build_broker(settings)
     hub = Hub(subscribe=broker.subscribe, unsubscribe=broker.unsubscribe)
+
+    async def publish_typing(outbox: Outbox) -> None:
+        await publish(broker, outbox)
+
     state = AppState(
         settings=settings,
         db=db,
         broker=broker,
         verifier=build_verifier(settings),
         hub=hub,
-        chat_batcher=ChatBatcher(db, broker) if db.dialect == "postgresql" else None,
+        pipeline=build_pipeline(settings, db, broker),
+        typing=TypingRelay(publish_typing, timeout_s=settings.typing_timeout_s),
     )
     await broker.start(hub.deliver, hub.resync)
-    jobs = Jobs(settings, db, broker, leadership)
+    jobs = Jobs(settings, db, state.pipeline, broker, leadership)
     scheduler = build_scheduler(jobs, settings)
     scheduler.start()
     app.state.worksession = state
@@ -81,7 +112,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler.shutdown(wait=False)
         await leadership.release()
         await close_all(state, CLOSE_RESTARTING, "server restarting")
-        if state.chat_batcher is not None:
-            await state.chat_batcher.wait_idle()
+        await state.pipeline.wait_idle()
+        state.typing.close()
         await broker.close()
+        await state.pipeline.store.dispose()
         await db.dispose()

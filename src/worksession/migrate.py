@@ -9,7 +9,18 @@ from alembic.config import Config
 
 from worksession.config import Settings
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _migrations_dir() -> Path:
+    """Inside an installed wheel, ``worksession/migrations`` (the build puts them there);
+    in a checkout, including an editable install, ``migrations/`` at its top."""
+    packaged = Path(__file__).parent / "migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def alembic_config(database_url: str) -> Config:

@@ -1,10 +1,17 @@
-"""Periodic jobs: the distance ticker, offer expiry, typing auto-stop and the expiry sweep.
+"""Periodic jobs: the distance ticker, offer expiry and the expiry sweep.
 
 APScheduler runs them in every worker process, but only the worker holding the leader
 lease (``kit.leader``) does the work, so two workers never both send the 30-second distance
 update; ``max_instances=1`` and ``coalesce`` make sure a slow run is never overlapped by
-the next one. Each job is one short transaction (or a few, for the ticker) and publishes
-after commit, like a frame from a socket.
+the next one. Offer expiry and the sweep are commands of the write pipeline like any
+frame. The ticker only reads, and publishes.
+
+The tick is spread over its interval: with the default 30 s it runs every second, each
+time for the live sessions whose id falls in that second's slice (``id % 30``), so that
+every session still gets its update every 30 s while the leader never sends 10,000 of them
+in one burst (which held its event loop, and the chat of its sockets, for as long).
+
+Typing has no job: each worker stops its own sockets' indicators (``chat.typing``).
 """
 
 from __future__ import annotations
@@ -13,40 +20,53 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from worksession.chat import service as chat
 from worksession.config import Settings
+from worksession.eventlog.outbox import publish
 from worksession.kit.broker import Broker
 from worksession.kit.clock import utcnow
-from worksession.kit.db import Database, DbSession, is_database_unavailable
+from worksession.kit.db import Database, is_database_unavailable
 from worksession.kit.leader import Leadership
 from worksession.ops import metrics
-from worksession.orders import service as orders
-from worksession.outbox import Outbox, publish
-from worksession.sessions import service as sessions
-from worksession.sessions.retention import sweep_expired
+from worksession.pipeline.commands import Command, ExpireOffers, SweepExpired
+from worksession.pipeline.runner import Outcome, Pipeline
+from worksession.sessions import repository as sessions
+from worksession.sessions.location import tick_outbox
 
 logger = logging.getLogger(__name__)
 
 FAST_JOB_INTERVAL_S = 1.0
-"""Offer expiry and typing auto-stop resolution: an offer expires, and a silent typist is
-reported stopped, within a second of its deadline."""
+"""Offer expiry resolution: an offer expires within a second of its deadline."""
 SWEEP_INTERVAL = timedelta(hours=1)
 LEADERSHIP_REFRESH_S = 1.0
 TICK_BATCH = 500
+MAX_TICK_SLICES = 60
+
+
+def tick_slices(interval_s: float) -> int:
+    """How many slices the tick's interval is cut into: about one a second."""
+    return max(1, min(MAX_TICK_SLICES, round(interval_s)))
 
 
 class Jobs:
     def __init__(
-        self, settings: Settings, db: Database, broker: Broker, leadership: Leadership
+        self,
+        settings: Settings,
+        db: Database,
+        pipeline: Pipeline,
+        broker: Broker,
+        leadership: Leadership,
     ) -> None:
         self.settings = settings
         self.db = db
+        self.pipeline = pipeline
         self.broker = broker
         self.leadership = leadership
+        self.slices = tick_slices(settings.distance_interval_s)
+        self._next_slice = 0
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -77,75 +97,68 @@ class Jobs:
         async with self._tracked():
             return await self.leadership.refresh()
 
-    async def _in_transaction(self, work: Callable[[DbSession, Outbox], Awaitable[int]]) -> int:
+    async def _leading(self, work: Callable[[], Awaitable[int]]) -> int:
         if self._stopping or not self.leadership.is_leader:
             return 0
         async with self._tracked():
-            outbox = Outbox()
             try:
-                async with self.db.transaction() as s:
-                    count = await work(s, outbox)
+                return await work()
             except Exception as exc:
                 if not is_database_unavailable(exc):
                     raise
                 # The next run retries; one line a run instead of a traceback a second.
                 logger.warning("job skipped, database unavailable: %s", type(exc).__name__)
                 return 0
-            await publish(self.broker, outbox)
-            return count
+
+    async def _command(self, command: Command) -> Outcome | None:
+        outcome: Outcome | None = None
+
+        async def run() -> int:
+            nonlocal outcome
+            outcome = await self.pipeline.submit(command)
+            return 1
+
+        await self._leading(run)
+        return outcome
 
     async def distance_tick(self) -> int:
-        """Every live session with both positions gets a distance_update, one short
-        transaction and one publication per batch, yielding to the event loop in between."""
+        """One slice of the periodic distance update: every live session of the slice with
+        both positions gets a ``distance_update``, a page at a time."""
         if not self.leadership.is_leader:  # a follower's run is a no-op, not a tick to time
             return 0
+        part = self._next_slice
+        self._next_slice = (part + 1) % self.slices
         with metrics.TICK_DURATION.time():
-            return await self._distance_tick()
+            return await self._leading(lambda: self._tick(part))
 
-    async def _distance_tick(self) -> int:
+    async def _tick(self, part: int) -> int:
         now = utcnow()
         sent, after_id = 0, 0
-        while True:
-            count, after_id = await self._batch(after_id, now)
-            sent += count
-            if count < TICK_BATCH or self._stopping:
-                return sent
+        while not self._stopping:
+            async with self.db.transaction() as s:
+                page = await sessions.live_sessions_with_positions(
+                    s, after_id=after_id, limit=TICK_BATCH, slices=self.slices, part=part
+                )
+            await publish(self.broker, tick_outbox(page, now))
+            metrics.distance_updates("tick", len(page))
+            sent += len(page)
+            if len(page) < TICK_BATCH:
+                break
+            after_id = page[-1].id
             await asyncio.sleep(0)
+        return sent
 
-    async def _batch(self, after_id: int, now: datetime) -> tuple[int, int]:
-        next_after = after_id
-
-        async def work(s: DbSession, outbox: Outbox) -> int:
-            nonlocal next_after
-            count, next_after = await sessions.distance_tick_batch(
-                s, outbox, after_id=after_id, batch_size=TICK_BATCH, now=now
-            )
-            return count
-
-        count = await self._in_transaction(work)
-        return count, next_after
-
-    async def expire_offers(self) -> int:
-        return await self._in_transaction(lambda s, o: orders.expire_offers(s, o))
-
-    async def stop_stale_typing(self) -> int:
-        timeout = self.settings.typing_timeout_s
-        return await self._in_transaction(
-            lambda s, o: chat.stop_stale_typing(s, o, timeout_s=timeout)
-        )
+    async def expire_offers(self) -> None:
+        await self._command(ExpireOffers())
 
     async def sweep(self) -> int:
-        async def work(s: DbSession, _outbox: Outbox) -> int:
-            result = await sweep_expired(s, retention_hours=self.settings.message_retention_hours)
-            logger.info(
-                "swept %d messages, %d typing indicators, %d events",
-                result.messages,
-                result.typing_indicators,
-                result.events,
-            )
-            return result.messages + result.typing_indicators + result.events
-
-        return await self._in_transaction(work)
+        outcome = await self._command(SweepExpired())
+        if outcome is None:
+            return 0
+        messages = sum(s.messages for s in outcome.swept)
+        events = sum(s.events for s in outcome.swept)
+        logger.info("swept %d messages, %d events", messages, events)
+        return messages + events
 
 
 def build_scheduler(jobs: Jobs, settings: Settings) -> AsyncIOScheduler:
@@ -161,18 +174,16 @@ def build_scheduler(jobs: Jobs, settings: Settings) -> AsyncIOScheduler:
         id="leadership",
         next_run_time=utcnow(),
     )
+    slice_s = settings.distance_interval_s / jobs.slices
     scheduler.add_job(
         jobs.distance_tick,
         "interval",
-        seconds=settings.distance_interval_s,
+        seconds=slice_s,
         id="distance_tick",
-        next_run_time=utcnow() + timedelta(seconds=settings.distance_interval_s),
+        next_run_time=utcnow() + timedelta(seconds=slice_s),
     )
     scheduler.add_job(
         jobs.expire_offers, "interval", seconds=FAST_JOB_INTERVAL_S, id="expire_offers"
-    )
-    scheduler.add_job(
-        jobs.stop_stale_typing, "interval", seconds=FAST_JOB_INTERVAL_S, id="stop_stale_typing"
     )
     scheduler.add_job(jobs.sweep, "interval", seconds=SWEEP_INTERVAL.total_seconds(), id="sweep")
     return scheduler

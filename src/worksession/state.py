@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
-from worksession.chat.batch import ChatBatcher
+from worksession.chat.typing import TypingRelay
 from worksession.config import Settings
 from worksession.kit.broker import Broker
 from worksession.kit.db import Database
 from worksession.kit.jwt import TokenVerifier
+from worksession.pipeline.runner import Pipeline
 from worksession.realtime.connections import Hub
 
 
@@ -18,12 +19,12 @@ from worksession.realtime.connections import Hub
 class AppState:
     settings: Settings
     db: Database
+    """For reads (snapshots, history, lookups); every write goes through ``pipeline``."""
     broker: Broker
     verifier: TokenVerifier
     hub: Hub
-    chat_batcher: ChatBatcher | None = None
-    """Group commit of chat frames; None on SQLite, whose one connection takes frames
-    one at a time anyway."""
+    pipeline: Pipeline
+    typing: TypingRelay
 
 
 def get_state(connection: HTTPConnection) -> AppState:

@@ -21,9 +21,9 @@ from worksession import __version__
 from worksession.errors import WorksessionError
 from worksession.main import create_app
 from worksession.ops import asyncapi
-from worksession.realtime import protocol
-from worksession.sessions.events import LoggedEvent
-from worksession.sessions.render import render
+from worksession.eventlog.events import LoggedEvent
+from worksession.eventlog.render import render
+from worksession.protocol import inbound, outbound
 
 EXPECTED_CLOSE_CODES = {1000, 1007, 1008, 1009, 1011, 1012, 4401, 4403}
 SPEC_SCHEMA = Path(__file__).parent / "data" / "asyncapi-3.0.0.schema.json"
@@ -83,7 +83,7 @@ def missing_models(document: dict[str, Any]) -> list[str]:
     }
     models = {
         m
-        for base in (protocol.Inbound, protocol.Outbound)
+        for base in (inbound.Inbound, outbound.Outbound)
         for m in _subclasses(base)
         if _has_type_literal(m)
     }
@@ -132,7 +132,7 @@ def test_every_message_model_is_in_the_document(document: dict[str, Any]) -> Non
 
 
 def test_a_message_model_missing_from_the_document_is_caught(document: dict[str, Any]) -> None:
-    class Unlisted(protocol.Outbound):
+    class Unlisted(outbound.Outbound):
         type: Literal["unlisted"]
 
     try:
@@ -145,7 +145,7 @@ def test_a_message_model_missing_from_the_document_is_caught(document: dict[str,
 
 def test_messages_are_named_by_their_type(document: dict[str, Any]) -> None:
     messages = document["components"]["messages"]
-    for model in (*protocol.INBOUND_MODELS, *protocol.OUTBOUND_MODELS):
+    for model in (*inbound.INBOUND_MODELS, *outbound.OUTBOUND_MODELS):
         (type_,) = get_args(model.model_fields["type"].annotation)
         named = [
             m for m in messages.values() if m["payload"]["$ref"].endswith(f"/{model.__name__}")
@@ -161,7 +161,7 @@ def test_each_channel_lists_what_its_role_may_send_and_receive(document: dict[st
         keys = document["channels"][role]["messages"]
         return {messages[k]["name"] for k in keys if messages[k]["x-direction"] == direction}
 
-    every_inbound = set(protocol.INBOUND_TYPES)
+    every_inbound = set(inbound.INBOUND_TYPES)
     assert names("provider", "client") == every_inbound - {"medium_selection"}
     assert names("seeker", "client") == every_inbound - {
         "work_response",
@@ -172,7 +172,7 @@ def test_each_channel_lists_what_its_role_may_send_and_receive(document: dict[st
     assert {"work_request", "work_unavailable", "work_declined"}.isdisjoint(seeker_in)
     assert {"work_rejected", "work_expired"}.isdisjoint(provider_in)
     every_outbound = {
-        get_args(m.model_fields["type"].annotation)[0] for m in protocol.OUTBOUND_MODELS
+        get_args(m.model_fields["type"].annotation)[0] for m in outbound.OUTBOUND_MODELS
     }
     assert seeker_in | provider_in == every_outbound
 
@@ -222,7 +222,7 @@ def test_every_logged_event_renders_to_a_frame_its_channel_lists(
         for k in document["channels"][role]["messages"]
         if messages[k]["x-direction"] == "server"
     }
-    rendered = {frame["type"] for e in _sample_events() if (frame := render(e, role))}
+    rendered = {frame.type for e in _sample_events() if (frame := render(e, role))}
     assert rendered <= receives
     assert len(rendered) >= 10
 
@@ -304,7 +304,7 @@ async def test_the_page_lists_every_message_and_loads_nothing_from_outside(
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
-    for model in (*protocol.INBOUND_MODELS, *protocol.OUTBOUND_MODELS):
+    for model in (*inbound.INBOUND_MODELS, *outbound.OUTBOUND_MODELS):
         (type_,) = get_args(model.model_fields["type"].annotation)
         assert f"<code>{type_}</code>" in page, type_
         assert model.__name__ in page

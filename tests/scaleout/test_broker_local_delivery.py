@@ -10,8 +10,8 @@ import pytest
 from tests.conftest import REDIS_URL
 from worksession.kit.clock import utcnow
 from worksession.kit.redis_broker import RedisBroker
-from worksession.outbox import Outbox, publish
-from worksession.sessions.events import LoggedEvent
+from worksession.eventlog.events import LoggedEvent
+from worksession.eventlog.outbox import Outbox, publish
 
 
 @pytest.mark.skipif(not REDIS_URL, reason="needs Redis")
@@ -25,7 +25,7 @@ async def test_an_event_is_delivered_here_at_once_and_its_redis_copy_skipped() -
         outbox = Outbox()
         event = LoggedEvent(uuid.uuid4(), 1, "chat_ready", {"chat_room_id": "r"}, utcnow())
         outbox.event(event, seeker_id="s1", provider_id="p1")
-        outbox.frame("seeker", "s1", {"type": "typing_indicator"})
+        outbox.frame([("seeker", "s1")], '{"type":"typing_indicator"}')
         published = asyncio.ensure_future(publish(broker, outbox))
         await asyncio.sleep(0)
         # The logged event is here before Redis could have echoed it; the ephemeral

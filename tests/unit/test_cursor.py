@@ -9,7 +9,7 @@ import pytest
 from worksession.chat.history import HistoryCursor
 from worksession.kit import cursor
 from worksession.kit.cursor import InvalidCursor
-from worksession.sessions.service import decode_session_cursor, encode_session_cursor
+from worksession.sessions.lookup import decode_session_cursor, encode_session_cursor
 
 
 @pytest.mark.parametrize("values", [(0,), (1, 2), (2**63 - 1, 0, 7)])

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from worksession.availability import service
 from worksession.availability.service import Availability
+from worksession.pipeline.commands import SetAvailability
 from worksession.rest_auth import AUTH_RESPONSES, BODY_RESPONSES, ServiceCaller
 from worksession.sessions.schemas import USER_ID_CHARS, USER_ID_MAX_CHARS
 from worksession.state import AppState, get_state
@@ -69,9 +70,6 @@ async def get_availability(
 async def put_availability(
     user_id: UserIdPath, body: AvailabilityUpdate, _caller: ServiceCaller, state: State
 ) -> Availability:
-    async with state.db.transaction() as db:
-        if body.provider_active is not None:
-            await service.set_provider_active(db, user_id, body.provider_active)
-        if body.seeker_searching is not None:
-            await service.set_seeker_searching(db, user_id, body.seeker_searching)
-        return await service.get_availability(db, user_id)
+    command = SetAvailability(user_id, body.provider_active, body.seeker_searching)
+    outcome = await state.pipeline.submit(command)
+    return outcome.result(Availability)

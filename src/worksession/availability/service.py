@@ -1,7 +1,8 @@
 """Whether a provider takes offers and whether a seeker is searching.
 
 A user id is opaque and may act in both roles, so the two flags live in separate tables and
-each is ``None`` until it has been set once.
+each is ``None`` until it has been set once. Writes go through the pipeline like every
+other change (an accept and an ending switch the same flags).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worksession.availability import repository
-from worksession.kit.clock import utcnow
+from worksession.pipeline.commands import SetAvailability
+from worksession.pipeline.decision import Decision, Flag, Result, SetFlag, Write
+from worksession.pipeline.world import World
 
 
 class Availability(BaseModel):
@@ -22,22 +25,27 @@ class Availability(BaseModel):
     seeker_searching: bool | None
 
 
-async def set_provider_active(
-    db: AsyncSession, provider_id: str, active: bool, *, now: datetime | None = None
-) -> None:
-    """Create or update the provider's active status."""
-    await repository.upsert_provider_active(
-        db, provider_id=provider_id, active=active, now=now or utcnow()
+def decide_set(world: World, command: SetAvailability, now: datetime) -> Decision:
+    """Set the flags given (None keeps a flag); the answer is the resulting state."""
+    del now
+    user = command.user_id
+    writes: list[Write] = []
+    if command.provider_active is not None:
+        writes.append(SetFlag("provider_active", user, command.provider_active))
+    if command.seeker_searching is not None:
+        writes.append(SetFlag("seeker_searching", user, command.seeker_searching))
+    after = Availability(
+        provider_active=_after(world, writes, "provider_active", user),
+        seeker_searching=_after(world, writes, "seeker_searching", user),
     )
+    return Decision(writes=tuple(writes), reply=Result(after))
 
 
-async def set_seeker_searching(
-    db: AsyncSession, seeker_id: str, searching: bool, *, now: datetime | None = None
-) -> None:
-    """Create or update the seeker's search preference."""
-    await repository.upsert_seeker_searching(
-        db, seeker_id=seeker_id, searching=searching, now=now or utcnow()
-    )
+def _after(world: World, writes: list[Write], flag: Flag, user: str) -> bool | None:
+    for write in writes:
+        if isinstance(write, SetFlag) and write.flag == flag:
+            return write.value
+    return world.flag(flag, user)
 
 
 async def get_availability(db: AsyncSession, user_id: str) -> Availability:

@@ -28,9 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from worksession.chat import repository
 from worksession.errors import SessionNotFound
 from worksession.kit import cursor
-from worksession.kit.clock import utcnow
+from worksession.kit.clock import UtcTimestamp, utcnow
 from worksession.models import ChatMessage
-from worksession.orders.schemas import UtcTimestamp
 from worksession.sessions import repository as session_repository
 
 DEFAULT_LIMIT: Final = 50

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, PlainSerializer, WithJsonSchema
 
 
 def utcnow() -> datetime:
@@ -12,3 +15,11 @@ def utcnow() -> datetime:
 def isoformat_z(moment: datetime) -> str:
     """ISO 8601 in UTC with a ``Z`` suffix and millisecond precision, as the contract says."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+UtcTimestamp = Annotated[
+    AwareDatetime,
+    PlainSerializer(isoformat_z, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+"""A datetime field as every frame and REST answer spells it: UTC, milliseconds, ``Z``."""

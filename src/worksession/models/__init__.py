@@ -5,7 +5,6 @@ from worksession.models.chat_message import ChatMessage
 from worksession.models.provider_active_status import ProviderActiveStatus
 from worksession.models.seeker_search_preference import SeekerSearchPreference
 from worksession.models.session_event import SessionEvent
-from worksession.models.typing_indicator import TypingIndicator
 from worksession.models.work_offer import WorkOffer
 from worksession.models.work_order import WorkOrder
 from worksession.models.work_session import WorkSession
@@ -16,7 +15,6 @@ __all__ = [
     "ProviderActiveStatus",
     "SeekerSearchPreference",
     "SessionEvent",
-    "TypingIndicator",
     "WorkOffer",
     "WorkOrder",
     "WorkSession",

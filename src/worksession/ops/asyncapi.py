@@ -1,5 +1,5 @@
 """The AsyncAPI 3.0 document of the WebSocket contract, generated from the same Pydantic
-models the gateway validates with (``worksession.realtime.protocol``).
+models the gateway validates with (``worksession.protocol``).
 
 Nothing here is written by hand twice: the payload schemas come from the models, the role
 rules for client frames from ``protocol.ROLES_ALLOWED``, the error codes from the
@@ -24,7 +24,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from worksession import __version__
 from worksession.errors import WorksessionError
-from worksession.realtime import protocol
+from worksession.protocol import inbound, outbound
 from worksession.realtime.connections import (
     CLOSE_POLICY,
     CLOSE_RESTARTING,
@@ -62,7 +62,7 @@ RECEIVED_ONLY_BY: dict[str, Role] = {
 Offers and their fate go to providers, the seeker learns that nobody took the work; each
 side's own mediums come back as ``mediums_selected``/``mediums_shared`` and the other
 side's as ``seeker_mediums_selected``/``provider_mediums_shared`` (see
-``sessions.render``, which the tests check this table against)."""
+``eventlog.render``, which the tests check this table against)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +249,7 @@ def message_type(model: type[BaseModel]) -> str | None:
 def receivers_of(type_: str, direction: Direction) -> tuple[Role, ...]:
     """The roles that may send this client frame, or that receive this server frame."""
     if direction == "client":
-        allowed = protocol.ROLES_ALLOWED.get(type_, protocol.BOTH)
+        allowed = inbound.ROLES_ALLOWED.get(type_, inbound.BOTH)
         return tuple(r for r in ROLES if r in allowed)
     only = RECEIVED_ONLY_BY.get(type_)
     return (only,) if only else ROLES
@@ -267,11 +267,11 @@ def _message(model: type[BaseModel], direction: Direction, both_ways: set[str]) 
 @functools.cache
 def messages() -> tuple[Message, ...]:
     """Every message of the contract: client frames first, then server frames."""
-    inbound_types = {message_type(m) for m in protocol.INBOUND_MODELS}
-    outbound_types = {message_type(m) for m in protocol.OUTBOUND_MODELS}
+    inbound_types = {message_type(m) for m in inbound.INBOUND_MODELS}
+    outbound_types = {message_type(m) for m in outbound.OUTBOUND_MODELS}
     both_ways = {t for t in inbound_types & outbound_types if t is not None}
-    result = [_message(m, "client", both_ways) for m in protocol.INBOUND_MODELS] + [
-        _message(m, "server", both_ways) for m in protocol.OUTBOUND_MODELS
+    result = [_message(m, "client", both_ways) for m in inbound.INBOUND_MODELS] + [
+        _message(m, "server", both_ways) for m in outbound.OUTBOUND_MODELS
     ]
     return tuple(result)
 

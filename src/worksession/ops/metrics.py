@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from typing import assert_never
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,6 +27,15 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+)
+
+from worksession.pipeline.decision import (
+    DistanceSent,
+    FixDropped,
+    MessageDelivered,
+    Observation,
+    OfferOutcome,
+    SessionEnded,
 )
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -88,6 +98,15 @@ TICK_DURATION = Histogram(
 BROKER_RECONNECTS = Counter(
     "worksession_broker_reconnects",
     "Times a worker's broker subscription came back after an outage.",
+)
+PIPELINE_BATCH = Histogram(
+    "worksession_pipeline_batch_commands",
+    "Commands per batch of the write pipeline (each batch is one transaction).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+PIPELINE_SPLITS = Counter(
+    "worksession_pipeline_splits",
+    "Batches that failed in the database and were run again command by command.",
 )
 FIXES_DROPPED = Counter(
     "worksession_location_fixes_dropped",
@@ -162,6 +181,32 @@ def offer_outcome(outcome: str, count: int = 1) -> None:
 
 def fix_dropped(verdict: str) -> None:
     FIXES_DROPPED.labels(verdict).inc()
+
+
+def observe(observation: Observation) -> None:
+    """Count what a committed decision reports (never before the COMMIT: a batch that
+    rolls back must not count)."""
+    match observation:
+        case FixDropped(verdict):
+            fix_dropped(verdict)
+        case DistanceSent(trigger, sessions):
+            distance_updates(trigger, sessions)
+        case MessageDelivered(created_at, delivered_at):
+            message_delivered(created_at=created_at, delivered_at=delivered_at)
+        case SessionEnded(outcome, started_at, ended_at):
+            session_ended(outcome, started_at=started_at, ended_at=ended_at)
+        case OfferOutcome(outcome, count):
+            offer_outcome(outcome, count)
+        case _:
+            assert_never(observation)
+
+
+def batch_run(commands: int) -> None:
+    PIPELINE_BATCH.observe(commands)
+
+
+def batch_split() -> None:
+    PIPELINE_SPLITS.inc()
 
 
 _reconnects_seen = 0

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, status
 
-from worksession.orders import service
+from worksession.orders import lookup
 from worksession.orders.schemas import MAX_WORK_ID, WorkOrderCreate, WorkOrderView
-from worksession.outbox import Outbox, publish
+from worksession.pipeline.commands import CreateWorkOrder
 from worksession.rest_auth import AUTH_RESPONSES, BODY_RESPONSES, ErrorDetail, ServiceCaller
 from worksession.state import AppState, get_state
 
@@ -29,13 +29,15 @@ State = Annotated[AppState, Depends(get_state)]
 async def create_work_order(
     body: WorkOrderCreate, _caller: ServiceCaller, state: State
 ) -> WorkOrderView:
-    outbox = Outbox()
-    async with state.db.transaction() as db:
-        view = await service.create_work_order(
-            db, outbox, order=body, offer_ttl_s=state.settings.offer_ttl_s
-        )
-    await publish(state.broker, outbox)
-    return view
+    location = body.seeker_location
+    command = CreateWorkOrder(
+        seeker_id=body.seeker_id,
+        provider_ids=tuple(body.provider_ids),
+        details=body.details,
+        seeker_location=None if location is None else (location.lat, location.lng),
+    )
+    outcome = await state.pipeline.submit(command)
+    return outcome.result(WorkOrderView)
 
 
 @router.get(
@@ -50,4 +52,4 @@ async def get_work_order(
     work_id: WorkIdPath, _caller: ServiceCaller, state: State
 ) -> WorkOrderView:
     async with state.db.transaction() as db:
-        return await service.get_work_order(db, work_id)
+        return await lookup.get_work_order(db, work_id)

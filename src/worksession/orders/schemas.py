@@ -1,4 +1,4 @@
-"""Work order models of the internal REST API, and the ``work_request`` frame.
+"""Work order models of the internal REST API.
 
 The REST router validates requests with these models and the service returns them, so the
 OpenAPI document is generated from exactly what the code accepts and answers.
@@ -7,23 +7,13 @@ OpenAPI document is generated from exactly what the code accepts and answers.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Final
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    Strict,
-    WithJsonSchema,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
-from worksession.kit.clock import isoformat_z
+from worksession.eventlog.outbox import dumps
+from worksession.kit.clock import UtcTimestamp
 from worksession.models.base import USER_ID_LENGTH, USER_ID_PATTERN
-from worksession.outbox import dumps
 
 MAX_PROVIDERS: Final = 50
 MAX_DETAILS_BYTES: Final = 4096
@@ -35,12 +25,6 @@ UserIdField = Annotated[
 ]
 # Strict: a JSON number (an integer is fine), never a string, a boolean, NaN or infinity.
 Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-# The same spelling as every WebSocket frame: UTC, milliseconds, a Z suffix.
-UtcTimestamp = Annotated[
-    AwareDatetime,
-    PlainSerializer(isoformat_z, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "format": "date-time"}),
-]
 
 
 def _unique(ids: list[str]) -> list[str]:
@@ -118,32 +102,3 @@ class WorkOrderView(BaseModel):
     expires_at: UtcTimestamp = Field(description="When the offers lapse if nobody accepts.")
     offers: list[OfferView]
     session_id: uuid.UUID | None = Field(description="The session created by the accept.")
-
-
-def pending_work_item(
-    *,
-    work_id: int,
-    details: dict[str, Any],
-    seeker_location: Location | None,
-    created_at: datetime,
-    expires_at: datetime,
-) -> dict[str, Any]:
-    """One entry of ``connected.pending_work``: a ``work_request`` frame without its type.
-
-    ``expires_at`` is our addition to the contract's fields, so a provider can show a
-    countdown.
-    """
-    return {
-        "work_id": work_id,
-        "details": details,
-        "seeker_location": (
-            {"lat": seeker_location.lat, "lng": seeker_location.lng} if seeker_location else None
-        ),
-        "created_at": isoformat_z(created_at),
-        "expires_at": isoformat_z(expires_at),
-    }
-
-
-def work_request_frame(item: dict[str, Any]) -> dict[str, Any]:
-    """The ``work_request`` frame an offered provider receives, from its pending-work item."""
-    return {"type": "work_request", **item}

@@ -16,21 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from starlette.websockets import WebSocketDisconnect
 
 from worksession.errors import WorksessionError
+from worksession.eventlog.events import LoggedEvent
+from worksession.eventlog.outbox import decode, user_channel
+from worksession.eventlog.render import TERMINAL_KINDS, render
 from worksession.kit.db import is_database_unavailable
 from worksession.ops import metrics
-from worksession.outbox import dumps, user_channel
-from worksession.sessions.events import LoggedEvent
-from worksession.sessions.render import TERMINAL_KINDS, render
+from worksession.protocol.outbound import ErrorFrame, Outbound, Resumed, encode, with_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +133,9 @@ class Connection:
             logger.warning("closing a slow consumer (%s, queue full)", self.role)
             self.close_soon(CLOSE_POLICY, "slow consumer")
 
-    def send(self, frame: dict[str, Any]) -> None:
-        self.offer(SendFrame(dumps(frame)))
+    def send(self, frame: Outbound, request_id: str | None = None) -> None:
+        text = encode(frame)
+        self.offer(SendFrame(text if request_id is None else with_request_id(text, request_id)))
 
     def close_soon(self, code: int, reason: str) -> None:
         """Close now, from outside the writer: whatever is still queued is dropped."""
@@ -216,9 +217,8 @@ class Connection:
         frame = render(event, self.role)
         if frame is None:
             return
-        if request_id is not None:
-            frame = {**frame, "request_id": request_id}
-        await self._write(dumps(frame))
+        text = encode(frame)
+        await self._write(text if request_id is None else with_request_id(text, request_id))
 
     async def _deliver(self, event: LoggedEvent, request_id: str | None = None) -> bool:
         """Send ``event`` unless already sent, after any events before it that this socket
@@ -261,10 +261,8 @@ class Connection:
                 exc_info=not is_database_unavailable(exc),
             )
             error = WorksessionError()
-            failed: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
-            if request_id is not None:
-                failed["request_id"] = request_id
-            await self._write(dumps(failed))
+            failed = encode(ErrorFrame(type="error", code=error.code, message=error.message))
+            await self._write(failed if request_id is None else with_request_id(failed, request_id))
             return
         last = max((e.seq for e in events), default=sent.high if sent is not None else 0)
         low = min(after_seq, last)
@@ -277,14 +275,8 @@ class Connection:
             sent = self._sent[session_id] = SentRange(low, last)
         else:
             sent.low, sent.high = min(sent.low, low), max(sent.high, last)
-        resumed: dict[str, Any] = {
-            "type": "resumed",
-            "session_id": str(session_id),
-            "last_seq": sent.high,
-        }
-        if request_id is not None:
-            resumed["request_id"] = request_id
-        await self._write(dumps(resumed))
+        resumed = encode(Resumed(type="resumed", session_id=str(session_id), last_seq=sent.high))
+        await self._write(resumed if request_id is None else with_request_id(resumed, request_id))
 
     async def _resync(self) -> bool:
         """Deliver, through the usual seq tracking, whatever was logged after the last event
@@ -355,16 +347,14 @@ class Hub:
         if not members:
             return
         try:
-            envelope = json.loads(payload)
-            item: Item
-            if "event" in envelope:
-                item = SendEvent(LoggedEvent.from_wire(envelope["event"]))
-            else:
-                item = SendFrame(dumps(envelope["frame"]))
+            envelope = decode(payload)
         except (ValueError, KeyError, TypeError):
             logger.error("dropping a malformed broker message on %s", channel.split(":")[1])
             return
-        skip = envelope.get("skip")
+        item: Item = (
+            SendFrame(envelope.text) if envelope.event is None else SendEvent(envelope.event)
+        )
+        skip = envelope.skip
         for connection in list(members):
             if connection.id != skip:
                 connection.offer(item)
@@ -376,6 +366,3 @@ class Hub:
 
     def connections(self) -> list[Connection]:
         return [c for members in self._by_channel.values() for c in members]
-
-    def count(self, role: str | None = None) -> int:
-        return sum(1 for c in self.connections() if role is None or c.role == role)

@@ -1,10 +1,11 @@
-"""The WebSocket endpoints: authenticate, then read, check and dispatch one frame at a time.
+"""The WebSocket endpoints: authenticate, then read, check and turn each frame into a command.
 
 Per frame, in this order and before any database work: the size limit (enforced by the
-server, 1009), the rate limit, JSON decoding, the type, the role, and validation. Then one
-short transaction runs the service, the direct answer is queued for this socket, and what
-the transaction produced is published after the commit. A bad frame costs the client an
-``error`` frame, never the connection.
+server, 1009), the rate limit, JSON decoding, the type, the role, and validation. Then a
+state-changing frame becomes a command for the write pipeline, which answers this socket
+after its batch has committed; typing is relayed without the pipeline, and the replay of
+``resume`` is read by the socket's writer. A bad frame costs the client an ``error`` frame,
+never the connection.
 """
 
 from __future__ import annotations
@@ -15,36 +16,33 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Literal, assert_never
+from typing import Any, assert_never
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from worksession.chat import service as chat
-from worksession.chat.batch import Action as ChatAction
-from worksession.chat.batch import ChatFrame
 from worksession.errors import Forbidden, WorksessionError
-from worksession.kit.clock import isoformat_z, utcnow
-from worksession.kit.db import DbSession, is_database_unavailable
+from worksession.eventlog import repository as event_log
+from worksession.eventlog.events import LoggedEvent
+from worksession.eventlog.outbox import Role, publish
+from worksession.geo import Fix
+from worksession.kit.clock import utcnow
+from worksession.kit.db import is_database_unavailable
 from worksession.kit.jwt import Claims, InvalidToken
 from worksession.ops import metrics
 from worksession.ops.logs import request_id_var, session_id_var
-from worksession.orders import service as orders
-from worksession.outbox import Outbox, Role, dumps, publish
-from worksession.realtime.connections import (
-    CLOSE_POLICY,
-    CLOSE_UNAUTHENTICATED,
-    Connection,
-    Replay,
-    SendEvent,
-)
-from worksession.realtime.protocol import (
+from worksession.orders import lookup as orders
+from worksession.pipeline import commands as c
+from worksession.pipeline.decision import AnsweredByEvent, AnswerFrame
+from worksession.pipeline.rows import SessionRow
+from worksession.pipeline.runner import Outcome
+from worksession.protocol.inbound import (
     AuthRefresh,
     BadFrame,
     CancelConnection,
     ChatMessageIn,
     CompleteSession,
+    InboundMessage,
     LocationUpdate,
     MediumSelection,
     MediumShare,
@@ -57,11 +55,18 @@ from worksession.realtime.protocol import (
     WorkResponse,
     parse_frame,
 )
+from worksession.protocol.outbound import AuthRefreshed, Connected, ErrorFrame, Pong
+from worksession.realtime.connections import (
+    CLOSE_POLICY,
+    CLOSE_UNAUTHENTICATED,
+    Connection,
+    Replay,
+    SendEvent,
+)
 from worksession.realtime.ratelimit import TokenBucket, retry_after_ms
-from worksession.sessions import events as event_log
-from worksession.sessions import service as sessions
-from worksession.sessions.events import Answer
-from worksession.sessions.schemas import LocationRules
+from worksession.sessions import lookup as sessions
+from worksession.sessions import repository as session_repository
+from worksession.sessions.access import live_session_of
 from worksession.state import AppState, get_state
 
 logger = logging.getLogger(__name__)
@@ -69,8 +74,6 @@ router = APIRouter()
 
 CLOSE_WRONG_ROLE = 4403
 SUSTAINED_ABUSE_S = 10.0
-
-ServiceCall = Callable[[DbSession, Outbox], Awaitable[Answer | None]]
 
 
 @router.websocket("/ws/work/seeker/")
@@ -117,10 +120,9 @@ class SocketSession:
         self.state = state
         self.claims = claims
         self.role = role
-        self.user_id = claims.sub
+        self.actor = c.Actor(claims.sub, role)
         settings = state.settings
         self.bucket = TokenBucket(rate=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
-        self.location_rules = LocationRules.from_settings(settings)
         self.connection = Connection(
             websocket,
             user_id=claims.sub,
@@ -128,7 +130,10 @@ class SocketSession:
             fetch_events=self._fetch_events,
             live_session_of=self._live_session_id,
         )
-        self._expiry: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._typing_in: dict[uuid.UUID, SessionRow] = {}
+        """The sessions this socket may type in, checked once each (the socket closes when
+        such a session ends)."""
 
     async def run(self) -> None:
         hub = self.state.hub
@@ -154,38 +159,40 @@ class SocketSession:
 
     async def _connected_frame(self) -> tuple[str, dict[uuid.UUID, int]]:
         async with self.state.db.transaction() as s:
-            snapshot = await sessions.snapshot_for(s, user_id=self.user_id, role=self.role)
+            snapshot = await sessions.snapshot_for(s, user_id=self.actor.user_id, role=self.role)
             pending = (
-                await orders.pending_work_for(s, self.user_id) if self.role == "provider" else []
+                await orders.pending_work_for(s, self.actor.user_id)
+                if self.role == "provider"
+                else []
             )
-        frame: dict[str, Any] = {
-            "type": "connected",
-            "user_type": self.role,
-            "server_time": isoformat_z(utcnow()),
-            "session": snapshot.to_frame_dict() if snapshot else None,
-            "pending_work": pending,
-        }
+        frame = Connected(
+            type="connected",
+            user_type=self.role,
+            server_time=utcnow(),
+            session=snapshot,
+            pending_work=pending,
+        )
         baseline = {uuid.UUID(snapshot.session_id): snapshot.last_seq} if snapshot else {}
-        return dumps(frame), baseline
+        return frame.model_dump_json(), baseline
 
     def _schedule_expiry(self, exp: datetime) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
-
-        async def close_at_expiry() -> None:
-            await asyncio.sleep(max(0.0, (exp - utcnow()).total_seconds()))
-            self.connection.close_soon(CLOSE_UNAUTHENTICATED, "token expired")
-
-        self._expiry = asyncio.create_task(close_at_expiry())
+        self._expiry = asyncio.get_running_loop().call_later(
+            max(0.0, (exp - utcnow()).total_seconds()),
+            self.connection.close_soon,
+            CLOSE_UNAUTHENTICATED,
+            "token expired",
+        )
 
     async def _live_session_id(self) -> uuid.UUID | None:
         async with self.state.db.transaction() as s:
-            snapshot = await sessions.snapshot_for(s, user_id=self.user_id, role=self.role)
+            snapshot = await sessions.snapshot_for(s, user_id=self.actor.user_id, role=self.role)
         return uuid.UUID(snapshot.session_id) if snapshot else None
 
     async def _fetch_events(
         self, session_id: uuid.UUID, after: int, before: int | None
-    ) -> list[event_log.LoggedEvent]:
+    ) -> list[LoggedEvent]:
         async with self.state.db.transaction() as s:
             return await event_log.read_after(
                 s, session_id=session_id, after_seq=after, before_seq=before
@@ -210,15 +217,13 @@ class SocketSession:
                 self.connection.close_soon(CLOSE_POLICY, "rate limit exceeded")
                 return
             metrics.error_sent("rate_limited")
-            limited: dict[str, Any] = {
-                "type": "error",
-                "code": "rate_limited",
-                "message": "Too many frames; this one was dropped",
-                "retry_after_ms": retry_after_ms(wait),
-            }
-            if peeked := _peek_request_id(raw):
-                limited["request_id"] = peeked
-            self.connection.send(limited)
+            limited = ErrorFrame(
+                type="error",
+                code="rate_limited",
+                message="Too many frames; this one was dropped",
+                retry_after_ms=retry_after_ms(wait),
+            )
+            self.connection.send(limited, _peek_request_id(raw))
             return
         request_id: str | None = None
         request_token = session_token = None
@@ -254,132 +259,73 @@ class SocketSession:
                 request_id_var.reset(request_token)
 
     def _send_error(self, error: WorksessionError, request_id: str | None) -> None:
-        frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
-        if request_id is not None:
-            frame["request_id"] = request_id
+        fields: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
         if error.details:
-            frame["details"] = error.details
+            fields["details"] = error.details
+        frame = ErrorFrame(**fields)
         metrics.error_sent(error.code)
-        self.connection.send(frame)
+        self.connection.send(frame, request_id)
 
-    async def _dispatch(self, message: Any) -> None:
-        uid, role, settings = self.user_id, self.role, self.state.settings
-        retention = settings.message_retention_hours
+    async def _dispatch(self, message: InboundMessage) -> None:
+        actor, uid = self.actor, self.actor.user_id
         match message:
             case Ping():
-                self._reply({"type": "pong", "server_time": isoformat_z(utcnow())}, message)
-            case WorkResponse(work_id=work_id, accepted=True):
-                await self._run(
-                    lambda s, o: orders.accept_work(s, o, work_id=work_id, provider_id=uid),
-                    message,
-                )
-            case WorkResponse(work_id=work_id, accepted=False):
-                await self._run(
-                    lambda s, o: orders.decline_work(s, o, work_id=work_id, provider_id=uid),
-                    message,
-                )
+                self.connection.send(Pong(type="pong", server_time=utcnow()), message.request_id)
+            case WorkResponse(work_id=work_id, accepted=accepted):
+                response = c.AcceptWork(work_id, uid) if accepted else c.DeclineWork(work_id, uid)
+                await self._submit(response, message.request_id)
             case MediumSelection(session_id=sid, mediums=mediums):
-                await self._run(
-                    lambda s, o: sessions.select_mediums(
-                        s, o, session_id=sid, seeker_id=uid, mediums=mediums
-                    ),
-                    message,
-                )
+                await self._submit(c.SelectMediums(sid, uid, mediums), message.request_id)
             case MediumShare(session_id=sid, mediums=mediums):
-                await self._run(
-                    lambda s, o: sessions.share_mediums(
-                        s, o, session_id=sid, provider_id=uid, mediums=mediums
-                    ),
-                    message,
-                )
-            case LocationUpdate():
-                await self._run(
-                    lambda s, o: self._update_location(s, o, message),
-                    message,
-                )
+                await self._submit(c.ShareMediums(sid, uid, mediums), message.request_id)
+            case LocationUpdate(session_id=sid):
+                fix = Fix(message.lat, message.lng, message.accuracy, message.recorded_at)
+                await self._submit(c.ReportLocation(sid, actor, fix), message.request_id)
             case StartChat(session_id=sid):
-                await self._run(
-                    lambda s, o: chat.start_chat(s, o, session_id=sid, user_id=uid, role=role),
-                    message,
-                )
+                await self._submit(c.StartChat(sid, actor), message.request_id)
             case ChatMessageIn(session_id=sid, message=text, client_msg_id=client_msg_id):
-                await self._run_chat(
-                    lambda s, o: chat.send_message(
-                        s,
-                        o,
-                        session_id=sid,
-                        user_id=uid,
-                        role=role,
-                        text=text,
-                        client_msg_id=client_msg_id,
-                    ),
-                    message,
-                    "message",
-                    session_id=sid,
-                    text=text,
-                    client_msg_id=client_msg_id,
-                )
-            case MessageDelivered(message_id=mid) | MessageRead(message_id=mid):
-                status: Literal["delivered", "read"] = (
-                    "delivered" if isinstance(message, MessageDelivered) else "read"
-                )
-                await self._run_chat(
-                    lambda s, o: chat.acknowledge(
-                        s, o, message_id=mid, user_id=uid, role=role, status=status
-                    ),
-                    message,
-                    status,
-                    message_id=mid,
-                )
+                command = c.SendMessage(sid, actor, text, client_msg_id)
+                await self._submit(command, message.request_id)
+            case MessageDelivered(message_id=mid):
+                await self._submit(c.AcknowledgeMessage(mid, actor, "delivered"), None)
+            case MessageRead(message_id=mid):
+                await self._submit(c.AcknowledgeMessage(mid, actor, "read"), None)
             case TypingIndicatorIn(session_id=sid, is_typing=is_typing):
-                await self._run(
-                    lambda s, o: chat.set_typing(
-                        s, o, session_id=sid, user_id=uid, role=role, is_typing=is_typing
-                    ),
-                    message,
-                )
+                await self._typing(sid, is_typing)
             case CancelConnection(session_id=sid):
-                await self._run(
-                    lambda s, o: sessions.cancel_session(
-                        s, o, session_id=sid, user_id=uid, role=role, retention_hours=retention
-                    ),
-                    message,
-                )
+                await self._submit(c.CancelSession(sid, actor), message.request_id)
             case CompleteSession(session_id=sid):
-                await self._run(
-                    lambda s, o: sessions.complete_session(
-                        s, o, session_id=sid, provider_id=uid, retention_hours=retention
-                    ),
-                    message,
-                )
+                await self._submit(c.CompleteSession(sid, uid), message.request_id)
             case Resume(session_id=sid, last_seq=last_seq):
                 async with self.state.db.transaction() as s:
-                    await sessions.check_replay_allowed(
-                        s, session_id=sid, user_id=uid, role=role, retention_hours=retention
+                    await sessions.replay_allowed(
+                        s,
+                        session_id=sid,
+                        user_id=uid,
+                        role=self.role,
+                        retention=self.state.pipeline.policy.retention,
                     )
                 self.connection.offer(Replay(sid, last_seq, message.request_id))
             case AuthRefresh(token=token):
-                self._refresh(token, message)
+                self._refresh(token, message.request_id)
             case _:
                 assert_never(message)
 
-    async def _update_location(
-        self, s: DbSession, outbox: Outbox, message: LocationUpdate
-    ) -> Answer:
-        return await sessions.update_location(
-            s,
-            outbox,
-            session_id=message.session_id,
-            user_id=self.user_id,
-            role=self.role,
-            lat=message.lat,
-            lng=message.lng,
-            accuracy_m=message.accuracy,
-            recorded_at=message.recorded_at,
-            rules=self.location_rules,
+    async def _submit(self, command: c.Command, request_id: str | None) -> None:
+        """The command through the pipeline; this socket is answered once it committed."""
+        await self.state.pipeline.submit(
+            command, requester=AnswerTo(self.connection, request_id), origin=self.connection.id
         )
 
-    def _refresh(self, token: str, message: AuthRefresh) -> None:
+    async def _typing(self, session_id: uuid.UUID, is_typing: bool) -> None:
+        session = self._typing_in.get(session_id)
+        if session is None:
+            async with self.state.db.transaction() as s:
+                row = await session_repository.session_row(s, session_id)
+            session = self._typing_in[session_id] = live_session_of(row, self.actor)
+        await publish(self.state.broker, self.state.typing.typing(session, self.role, is_typing))
+
+    def _refresh(self, token: str, request_id: str | None) -> None:
         try:
             claims = self.state.verifier.verify(token)
         except InvalidToken as exc:
@@ -388,85 +334,37 @@ class SocketSession:
             raise Forbidden("A refreshed token must be for the same user and role")
         self.claims = claims
         self._schedule_expiry(claims.exp)
-        self._reply({"type": "auth_refreshed", "exp": isoformat_z(claims.exp)}, message)
-
-    def _reply(self, frame: dict[str, Any], message: Any) -> None:
-        if message.request_id is not None:
-            frame["request_id"] = message.request_id
-        self.connection.send(frame)
-
-    async def _run(self, call: ServiceCall, message: Any) -> None:
-        """One transaction; then the direct answer; then, after commit, the publication.
-
-        The answer is queued before publishing so that this socket's copy from the broker
-        arrives second and is dropped as already sent: the client sees each event once,
-        and the one that answers its frame carries its ``request_id`` however it arrives.
-        """
-        outbox = Outbox(origin=self.connection.id)
-        answering = AnswerTo(self.connection, message)
-        answer: Answer | None = None
-        try:
-            async with self.state.db.transaction() as s:
-                answer = await call(s, outbox)
-                if answer is not None:
-                    answering.before_commit(answer)
-        except BaseException:
-            if answer is not None:
-                answering.rolled_back(answer)
-            raise
-        if answer is not None:
-            answering.committed(answer)
-        await publish(self.state.broker, outbox)
-
-    async def _run_chat(
-        self, call: ServiceCall, message: Any, action: ChatAction, **frame: Any
-    ) -> None:
-        """A chat frame: in the next group commit where there is one (PostgreSQL), else
-        alone (``call`` is the same work for one frame)."""
-        batcher = self.state.chat_batcher
-        if batcher is None:
-            await self._run(call, message)
-            return
-        requester = AnswerTo(self.connection, message)
-        await batcher.submit(
-            ChatFrame(
-                action, self.user_id, self.role, requester, origin=self.connection.id, **frame
-            )
-        )
+        self.connection.send(AuthRefreshed(type="auth_refreshed", exp=claims.exp), request_id)
 
 
 class AnswerTo:
     """Answers one frame on its socket, around the transaction that handles it."""
 
-    __slots__ = ("_connection", "_expected", "_message")
+    __slots__ = ("_connection", "_expected", "_request_id")
 
-    def __init__(self, connection: Connection, message: Any) -> None:
+    def __init__(self, connection: Connection, request_id: str | None) -> None:
         self._connection = connection
-        self._message = message
+        self._request_id = request_id
         self._expected: tuple[uuid.UUID, int] | None = None
 
-    def before_commit(self, answer: Answer) -> None:
+    def before_commit(self, outcome: Outcome) -> None:
         # Before COMMIT: the moment it commits, another frame's later event may make this
         # socket fill the gap with this one, and that copy must carry the request_id too.
-        request_id = self._message.request_id
-        if answer.events and answer.answers and request_id:
-            answering = answer.events[-1]
+        if self._request_id and outcome.events and isinstance(outcome.reply, AnsweredByEvent):
+            answering = outcome.events[-1]
             self._expected = (answering.session_id, answering.seq)
-            self._connection.expect_answer(*self._expected, request_id)
+            self._connection.expect_answer(*self._expected, self._request_id)
 
-    def rolled_back(self, answer: Answer) -> None:
+    def rolled_back(self, outcome: Outcome) -> None:
         if self._expected is not None:
             self._connection.forget_answer(*self._expected)  # the seq may be reused
             self._expected = None
 
-    def committed(self, answer: Answer) -> None:
-        for event in answer.events:
+    def committed(self, outcome: Outcome) -> None:
+        for event in outcome.events:
             self._connection.offer(SendEvent(event))
-        if answer.frame is not None:
-            frame = dict(answer.frame)
-            if self._message.request_id is not None:
-                frame["request_id"] = self._message.request_id
-            self._connection.send(frame)
+        if isinstance(outcome.reply, AnswerFrame):
+            self._connection.send(outcome.reply.frame, self._request_id)
 
 
 def _session_of(message: Any) -> str | None:

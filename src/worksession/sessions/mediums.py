@@ -1,4 +1,5 @@
-"""Communication mediums: which channels a participant offers and the Indian mobile behind each.
+"""Communication mediums: which channels a participant offers and the Indian mobile behind
+each, and the two commands that share them.
 
 Error messages here never contain the number that was sent: they end up in logs and in
 ``validation_error`` frames, and a phone number is exactly what the service keeps private.
@@ -7,7 +8,14 @@ Error messages here never contain the number that was sent: they end up in logs 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
+
+from worksession.pipeline.commands import Actor, SelectMediums, ShareMediums
+from worksession.pipeline.decision import ANSWERED_BY_EVENT, Decision, PutSession
+from worksession.pipeline.world import World
+from worksession.sessions.access import changed, live_session_of, logged
+from worksession.sessions.states import SessionState
 
 MEDIUM_KINDS: tuple[str, ...] = ("telegram", "whatsapp", "call")
 
@@ -85,3 +93,34 @@ def normalise_mediums(value: object) -> dict[str, str]:
     if details:
         raise InvalidMediums(details)
     return normalised
+
+
+# --- deciding ----------------------------------------------------------------------------
+
+
+def decide_select(world: World, command: SelectMediums, now: datetime) -> Decision:
+    """The seeker's mediums (already normalised); the first selection, even an empty one,
+    moves the session ``waiting -> active``. A later one replaces the earlier."""
+    session = live_session_of(world.session(command.session_id), Actor(command.seeker_id, "seeker"))
+    active = SessionState.ACTIVE.value
+    session = changed(
+        session,
+        now,
+        seeker_selected_mediums=dict(command.mediums),
+        mediums_shared_at=now,
+        connection_state=active,
+    )
+    data = {"mediums": dict(command.mediums), "connection_state": active}
+    session, events = logged(session, now, [("mediums_selected", data)])
+    return Decision(out=events, writes=(PutSession(session),), reply=ANSWERED_BY_EVENT)
+
+
+def decide_share(world: World, command: ShareMediums, now: datetime) -> Decision:
+    """The provider's mediums (already normalised), replacing any earlier share; the
+    session's state does not change."""
+    session = live_session_of(
+        world.session(command.session_id), Actor(command.provider_id, "provider")
+    )
+    session = changed(session, now, provider_selected_mediums=dict(command.mediums))
+    session, events = logged(session, now, [("mediums_shared", {"mediums": dict(command.mediums)})])
+    return Decision(out=events, writes=(PutSession(session),), reply=ANSWERED_BY_EVENT)

@@ -1,94 +1,16 @@
-"""SQL for work sessions and their event log."""
+"""Reads of ``work_sessions`` (the pipeline's store writes them)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from worksession.models import ChatMessage, SessionEvent, TypingIndicator, WorkOrder, WorkSession
-from worksession.sessions.states import ENDED_STATES, LIVE_STATES
-
-
-async def delete_events_of_sessions_ended_before(db: AsyncSession, cutoff: datetime) -> int:
-    ended_long_ago = select(WorkSession.id).where(
-        WorkSession.connection_state.in_([s.value for s in ENDED_STATES]),
-        func.coalesce(WorkSession.cancelled_at, WorkSession.completed_at) <= cutoff,
-    )
-    result = await db.execute(
-        delete(SessionEvent).where(SessionEvent.session_id.in_(ended_long_ago))
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-class EventRow(NamedTuple):
-    session_pk: int
-    seq: int
-    kind: str
-    data: dict[str, Any]
-    created_at: datetime
-
-
-async def bump_last_seq(db: AsyncSession, session_pk: int, count: int) -> int:
-    """Reserve ``count`` seq numbers; returns the last one. Locks the session row."""
-    result = await db.execute(
-        update(WorkSession)
-        .where(WorkSession.id == session_pk)
-        .values(last_seq=WorkSession.last_seq + count)
-        .returning(WorkSession.last_seq)
-    )
-    return int(result.scalar_one())
-
-
-async def insert_events(db: AsyncSession, rows: list[EventRow]) -> None:
-    await db.execute(
-        insert(SessionEvent),
-        [
-            {
-                "session_id": r.session_pk,
-                "seq": r.seq,
-                "kind": r.kind,
-                "data": r.data,
-                "created_at": r.created_at,
-            }
-            for r in rows
-        ],
-    )
-
-
-async def events_after(
-    db: AsyncSession, *, session_id: uuid.UUID, after_seq: int, before_seq: int | None
-) -> list[SessionEvent]:
-    query = (
-        select(SessionEvent)
-        .join(WorkSession, WorkSession.id == SessionEvent.session_id)
-        .where(WorkSession.session_id == session_id, SessionEvent.seq > after_seq)
-        .order_by(SessionEvent.seq)
-    )
-    if before_seq is not None:
-        query = query.where(SessionEvent.seq < before_seq)
-    return list((await db.execute(query)).scalars())
-
-
-async def lock_session_for(
-    db: AsyncSession, *, session_id: uuid.UUID, user_id: str, role: str
-) -> WorkSession | None:
-    """The session, locked for this transaction, if ``user_id`` takes part in it as ``role``.
-
-    ``FOR UPDATE`` serialises every writer of one session (a cancel racing a complete, two
-    receipts, seq allocation) on PostgreSQL; SQLite ignores it, and the embedded mode
-    serialises transactions anyway.
-    """
-    participant = WorkSession.participant(role)
-    query = (
-        select(WorkSession)
-        .where(WorkSession.session_id == session_id, participant == user_id)
-        .with_for_update()
-    )
-    return (await db.execute(query)).scalar_one_or_none()
+from worksession.models import WorkSession
+from worksession.pipeline.rows import SESSION_COLUMNS, SessionRow
+from worksession.sessions.location import LivePositions
+from worksession.sessions.states import LIVE_STATES
 
 
 async def live_session_of(db: AsyncSession, *, user_id: str, role: str) -> WorkSession | None:
@@ -100,60 +22,11 @@ async def live_session_of(db: AsyncSession, *, user_id: str, role: str) -> WorkS
     return (await db.execute(query)).scalar_one_or_none()
 
 
-async def lock_session(db: AsyncSession, *, session_id: uuid.UUID) -> WorkSession | None:
-    """The session, locked for this transaction, whoever takes part in it (internal API)."""
-    query = select(WorkSession).where(WorkSession.session_id == session_id).with_for_update()
-    return (await db.execute(query)).scalar_one_or_none()
-
-
-async def finish_work_order(db: AsyncSession, *, work_order_id: int, status: str) -> bool:
-    """Move an ``accepted`` work order to ``status``; False when it was not ``accepted``."""
-    result = await db.execute(
-        update(WorkOrder)
-        .where(WorkOrder.id == work_order_id, WorkOrder.status == "accepted")
-        .values(status=status)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def expire_messages_of_session(
-    db: AsyncSession, *, session_pk: int, expires_at: datetime
-) -> int:
-    result = await db.execute(
-        update(ChatMessage)
-        .where(ChatMessage.session_id == session_pk)
-        .values(expires_at=expires_at)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def stop_typing_in_session(db: AsyncSession, *, session_pk: int) -> int:
-    result = await db.execute(
-        update(TypingIndicator)
-        .where(TypingIndicator.session_id == session_pk, TypingIndicator.is_typing.is_(True))
-        .values(is_typing=False)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-class LivePositions(NamedTuple):
-    id: int
-    session_id: uuid.UUID
-    seeker_id: str
-    provider_id: str
-    seeker_latitude: float
-    seeker_longitude: float
-    provider_latitude: float
-    provider_longitude: float
-
-
 async def live_sessions_with_positions(
-    db: AsyncSession, *, after_id: int, limit: int
+    db: AsyncSession, *, after_id: int, limit: int, slices: int = 1, part: int = 0
 ) -> list[LivePositions]:
-    """One keyset page (``id > after_id``, by id) of live sessions whose two positions are known.
+    """One keyset page (``id > after_id``, by id) of live sessions whose two positions are
+    known, among those with ``id % slices == part``.
 
     Only the columns the distance ticker needs are read, so a page of hundreds of sessions
     is one narrow index-ordered scan, not hundreds of ORM objects.
@@ -171,6 +44,7 @@ async def live_sessions_with_positions(
         )
         .where(
             WorkSession.id > after_id,
+            WorkSession.id % slices == part,
             WorkSession.connection_state.in_([s.value for s in LIVE_STATES]),
             WorkSession.seeker_latitude.is_not(None),
             WorkSession.seeker_longitude.is_not(None),
@@ -181,6 +55,21 @@ async def live_sessions_with_positions(
         .limit(limit)
     )
     return [LivePositions._make(row) for row in (await db.execute(query)).all()]
+
+
+async def session_row(db: AsyncSession, session_id: uuid.UUID) -> SessionRow | None:
+    """The session as the pipeline sees it, read without a lock."""
+    table = WorkSession.__table__
+    query = select(table.c.id, *(table.c[c] for c in SESSION_COLUMNS)).where(
+        table.c.session_id == session_id
+    )
+    row = (await db.execute(query)).first()
+    return None if row is None else SessionRow(*row)
+
+
+async def session_id_of_order(db: AsyncSession, work_id: int) -> uuid.UUID | None:
+    query = select(WorkSession.session_id).where(WorkSession.work_order_id == work_id)
+    return (await db.execute(query)).scalar_one_or_none()
 
 
 async def session_for(

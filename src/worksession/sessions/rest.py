@@ -9,16 +9,15 @@ keyset in ``chat/history.py``). A cursor that does not decode is a 422 in FastAP
 error shape, located at the query parameter, like every other bad parameter. A session
 that does not exist and one the caller does not take part in are the same 404.
 
-The internal endings run the very service calls of the WebSocket path (``role="system"``,
-no participant) and publish after commit, so both participants get the same
-``connection_cancelled`` / ``session_completed`` and their sockets close with 1000.
+The internal endings are the very commands of the WebSocket path, with no participant
+(``cancelled_by: "system"``), so both participants get the same ``connection_cancelled`` /
+``session_completed`` and their sockets close with 1000.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Callable
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, status
@@ -27,11 +26,10 @@ from fastapi.exceptions import RequestValidationError
 from worksession.chat import history
 from worksession.errors import SessionNotFound
 from worksession.kit.cursor import MAX_CURSOR_CHARS, InvalidCursor
-from worksession.kit.db import DbSession
 from worksession.kit.jwt import Claims
-from worksession.outbox import Outbox, publish
+from worksession.pipeline.commands import CancelSession, Command, CompleteSession
 from worksession.rest_auth import AUTH_RESPONSES, ErrorDetail, ParticipantCaller, ServiceCaller
-from worksession.sessions import service
+from worksession.sessions import lookup as service
 from worksession.sessions.schemas import (
     USER_ID_CHARS,
     USER_ID_MAX_CHARS,
@@ -194,17 +192,10 @@ async def find_sessions(
         )
 
 
-async def _end(
-    state: AppState,
-    session_id: uuid.UUID,
-    end: Callable[[DbSession, Outbox], Awaitable[object]],
-) -> SessionDetail:
-    outbox = Outbox()
+async def _end(state: AppState, session_id: uuid.UUID, end: Command) -> SessionDetail:
+    await state.pipeline.submit(end)
     async with state.db.transaction() as db:
-        await end(db, outbox)
-        detail = await service.get_session_detail(db, session_id)
-    await publish(state.broker, outbox)
-    return detail
+        return await service.get_session_detail(db, session_id)
 
 
 @internal_router.post(
@@ -218,14 +209,7 @@ async def _end(
 async def cancel_session(
     session_id: SessionIdPath, _caller: ServiceCaller, state: State
 ) -> SessionDetail:
-    cancel = partial(
-        service.cancel_session,
-        session_id=session_id,
-        user_id=None,
-        role="system",
-        retention_hours=state.settings.message_retention_hours,
-    )
-    return await _end(state, session_id, cancel)
+    return await _end(state, session_id, CancelSession(session_id, by=None))
 
 
 @internal_router.post(
@@ -239,10 +223,4 @@ async def cancel_session(
 async def complete_session(
     session_id: SessionIdPath, _caller: ServiceCaller, state: State
 ) -> SessionDetail:
-    complete = partial(
-        service.complete_session,
-        session_id=session_id,
-        provider_id=None,
-        retention_hours=state.settings.message_retention_hours,
-    )
-    return await _end(state, session_id, complete)
+    return await _end(state, session_id, CompleteSession(session_id, provider_id=None))

@@ -10,8 +10,8 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from worksession.config import Settings
+from worksession.kit.clock import UtcTimestamp
 from worksession.models.base import USER_ID_LENGTH, USER_ID_PATTERN
-from worksession.orders.schemas import UtcTimestamp
 
 LiveState = Literal["waiting", "active"]
 

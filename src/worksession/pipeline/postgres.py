@@ -1,0 +1,452 @@
+"""The pipeline's store on PostgreSQL: asyncpg's own connection, one statement per kind of row.
+
+Below SQLAlchemy a statement costs about one round trip and the encoding of its
+parameters; whole batches travel as arrays (``unnest``), so a batch of 200 chat messages
+costs the same handful of statements as a batch of one.
+
+The connections of this store plan every execution afresh (``plan_cache_mode =
+force_custom_plan``). asyncpg keeps its statements prepared, and PostgreSQL would
+otherwise switch a prepared statement to a generic plan made once, while the tables of a
+fresh deployment were empty: a sequential scan that each pooled connection then kept as
+the tables grew, so that the service slowed down hour by hour until a restart. A custom
+plan sees the tables' current size every time, for some tens of microseconds of planning.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+from sqlalchemy import JSON, Boolean, Float, Integer, String, Table, Text, Uuid
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from worksession.eventlog.events import LoggedEvent
+from worksession.kit.db import is_database_unavailable
+from worksession.kit.sqltypes import UTCDateTime
+from worksession.models import Base
+from worksession.pipeline.decision import ExpireChat, Flag, Sweep
+from worksession.pipeline.rows import (
+    SESSION_COLUMNS,
+    SESSION_MUTABLE,
+    MessageRow,
+    OfferRow,
+    OrderRow,
+    SessionRow,
+)
+from worksession.pipeline.store import Conflict, Contention, Swept
+from worksession.pipeline.world import ClientKey, UserKey
+from worksession.sessions.states import ENDED_STATES, LIVE_STATES
+
+Connection = Any
+"""An asyncpg connection (asyncpg ships no type information)."""
+
+SERVER_SETTINGS: Final = {
+    "plan_cache_mode": "force_custom_plan",
+    "application_name": "worksession-pipeline",
+}
+
+_LIVE = ", ".join(f"'{s.value}'" for s in sorted(LIVE_STATES))
+_ENDED = ", ".join(f"'{s.value}'" for s in sorted(ENDED_STATES))
+
+
+def _pg_type(table: Table, column: str) -> str:
+    kind = table.c[column].type
+    if isinstance(kind, UTCDateTime):
+        return "timestamptz"
+    for sql_type, name in (
+        (Uuid, "uuid"),
+        (Boolean, "bool"),
+        (Integer, "int4"),
+        (Float, "float8"),
+        (JSON, "jsonb"),
+        (String, "text"),
+        (Text, "text"),
+    ):
+        if isinstance(kind, sql_type):
+            return name
+    raise TypeError(f"no array type for {table.name}.{column}")
+
+
+def _value(table: Table, column: str) -> Callable[[Any], Any]:
+    """How a value of ``column`` travels in its array: jsonb as text, the rest as is."""
+    if _pg_type(table, column) == "jsonb":
+        return lambda value: None if value is None else json.dumps(value)
+    return lambda value: value
+
+
+def _attribute(row: Any, column: str) -> str:
+    """The row's attribute for ``column``: a row's ``id`` is its ``pk`` where it has one."""
+    return "pk" if column == "id" and hasattr(row, "pk") else column
+
+
+class _Rows:
+    """Set-based statements over some columns of a table, built once from its metadata."""
+
+    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+        self.table = table
+        self.columns = tuple(columns)
+        self._encoders = [_value(table, c) for c in self.columns]
+
+    def unnest(self, first_param: int = 1) -> str:
+        """``unnest($1::t[], ...) AS v(columns)`` over :attr:`columns`."""
+        arrays = ", ".join(
+            f"${first_param + i}::{'text' if t == 'jsonb' else t}[]"
+            for i, t in enumerate(_pg_type(self.table, c) for c in self.columns)
+        )
+        return f"unnest({arrays}) AS v({', '.join(self.columns)})"
+
+    def read(self, column: str) -> str:
+        """``column`` read back from ``v`` in its own type."""
+        return f"v.{column}::jsonb" if _pg_type(self.table, column) == "jsonb" else f"v.{column}"
+
+    def of(self, row: Any) -> tuple[Any, ...]:
+        """The values of :attr:`columns` in ``row`` (a row dataclass; ``id`` is its ``pk``)."""
+        return tuple(getattr(row, _attribute(row, c)) for c in self.columns)
+
+    def arrays(self, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        """Column arrays of ``rows`` (each a tuple in :attr:`columns` order)."""
+        return [[encode(row[i]) for row in rows] for i, encode in enumerate(self._encoders)]
+
+    def insert(self, *, returning: str = "") -> str:
+        columns = ", ".join(self.columns)
+        tail = f" RETURNING {returning}" if returning else ""
+        return (
+            f"INSERT INTO {self.table.name} ({columns})"
+            f" SELECT {', '.join(self.read(c) for c in self.columns)}"
+            f" FROM {self.unnest()}{tail}"
+        )
+
+    def update(self, keys: Sequence[str]) -> str:
+        """UPDATE by ``keys`` (the first columns) setting the others."""
+        sets = ", ".join(f"{c} = {self.read(c)}" for c in self.columns if c not in keys)
+        where = " AND ".join(f"t.{k} = v.{k}" for k in keys)
+        return f"UPDATE {self.table.name} t SET {sets} FROM {self.unnest()} WHERE {where}"
+
+
+_SESSIONS: Final = Base.metadata.tables["work_sessions"]
+_SESSION_SELECT: Final = ", ".join(f"s.{c}" for c in ("id", *SESSION_COLUMNS))
+_SESSION_INSERT: Final = _Rows(_SESSIONS, SESSION_COLUMNS)
+_SESSION_UPDATE: Final = _Rows(_SESSIONS, ("id", *SESSION_MUTABLE))
+
+_MESSAGE_SELECT: Final = (
+    "m.id, m.message_id, s.session_id, m.sender_id, m.sender_type, m.message_text,"
+    " m.client_msg_id, m.seq, m.delivery_status, m.created_at, m.updated_at,"
+    " m.delivered_at, m.read_at, m.expires_at"
+)
+_MESSAGE_INSERT: Final = _Rows(
+    Base.metadata.tables["chat_messages"],
+    (
+        "message_id",
+        "session_id",
+        "sender_id",
+        "sender_type",
+        "message_text",
+        "client_msg_id",
+        "seq",
+        "delivery_status",
+        "created_at",
+        "updated_at",
+    ),
+)
+_MESSAGE_UPDATE: Final = _Rows(
+    Base.metadata.tables["chat_messages"],
+    ("id", "delivery_status", "delivered_at", "read_at", "updated_at"),
+)
+_ORDER_COLUMNS: Final = (
+    "id",
+    "seeker_id",
+    "status",
+    "details",
+    "seeker_latitude",
+    "seeker_longitude",
+    "offer_expires_at",
+    "created_at",
+    "updated_at",
+)
+_ORDER_INSERT: Final = _Rows(Base.metadata.tables["work_orders"], _ORDER_COLUMNS)
+_ORDER_UPDATE: Final = _Rows(Base.metadata.tables["work_orders"], ("id", "status", "updated_at"))
+_OFFER_COLUMNS: Final = (
+    "work_order_id",
+    "provider_id",
+    "status",
+    "created_at",
+    "updated_at",
+    "responded_at",
+)
+_OFFER_INSERT: Final = _Rows(Base.metadata.tables["work_offers"], _OFFER_COLUMNS)
+_OFFER_UPDATE: Final = _Rows(
+    Base.metadata.tables["work_offers"],
+    ("work_order_id", "provider_id", "status", "updated_at", "responded_at"),
+)
+
+_LOCK_SESSIONS: Final = (
+    f"SELECT {_SESSION_SELECT} FROM work_sessions s WHERE s.session_id = ANY($1::uuid[])"
+    " OR s.id IN (SELECT session_id FROM chat_messages WHERE message_id = ANY($2::uuid[]))"
+    " ORDER BY s.id FOR UPDATE"
+)
+_MESSAGES: Final = (
+    f"SELECT {_MESSAGE_SELECT} FROM chat_messages m JOIN work_sessions s ON s.id = m.session_id"
+    " WHERE m.message_id = ANY($1::uuid[])"
+)
+_SENT: Final = (
+    f"SELECT {_MESSAGE_SELECT}"
+    " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS k(session_id, sender_id, client_msg_id)"
+    " JOIN work_sessions s ON s.session_id = k.session_id"
+    " JOIN chat_messages m ON m.session_id = s.id AND m.sender_id = k.sender_id"
+    " AND m.client_msg_id = k.client_msg_id"
+)
+_LOCK_ORDERS: Final = (
+    f"SELECT {', '.join(_ORDER_COLUMNS)}, status = 'pending' AND offer_expires_at <= $2"
+    " FROM work_orders WHERE id = ANY($1::int4[])"
+    " OR (status = 'pending' AND offer_expires_at <= $2) ORDER BY id FOR UPDATE"
+)
+_OFFERS: Final = (
+    f"SELECT {', '.join(_OFFER_COLUMNS)} FROM work_offers"
+    " WHERE work_order_id = ANY($1::int4[]) ORDER BY work_order_id, id"
+)
+_LIVE_SESSIONS: Final = (
+    "SELECT 'seeker', seeker_id, session_id FROM work_sessions"
+    f" WHERE seeker_id = ANY($1::text[]) AND connection_state IN ({_LIVE})"
+    " UNION ALL SELECT 'provider', provider_id, session_id FROM work_sessions"
+    f" WHERE provider_id = ANY($2::text[]) AND connection_state IN ({_LIVE})"
+)
+_FLAGS: Final = (
+    "SELECT 'provider_active', provider_id, is_active FROM provider_active_status"
+    " WHERE provider_id = ANY($1::text[]) UNION ALL"
+    " SELECT 'seeker_searching', seeker_id, is_searching FROM seeker_search_preference"
+    " WHERE seeker_id = ANY($1::text[])"
+)
+_RESERVE_WORK_IDS: Final = (
+    "SELECT nextval(pg_get_serial_sequence('work_orders', 'id'))::int4 FROM generate_series(1, $1)"
+)
+_FINISH_ORDERS: Final = (
+    "UPDATE work_orders o SET status = v.status, updated_at = v.at"
+    " FROM unnest($1::int4[], $2::text[], $3::timestamptz[]) AS v(id, status, at)"
+    " WHERE o.id = v.id AND o.status = 'accepted' RETURNING o.id"
+)
+_EXPIRE_CHATS: Final = (
+    "UPDATE chat_messages m SET expires_at = v.at"
+    " FROM unnest($1::int4[], $2::timestamptz[]) AS v(session_id, at)"
+    " WHERE m.session_id = v.session_id"
+)
+_INSERT_EVENTS: Final = (
+    "INSERT INTO session_events (session_id, seq, kind, data, created_at)"
+    " SELECT v.session_id, v.seq, v.kind, v.data::jsonb, v.created_at"
+    " FROM unnest($1::int4[], $2::int4[], $3::text[], $4::text[], $5::timestamptz[])"
+    " AS v(session_id, seq, kind, data, created_at)"
+)
+_SET_FLAG: Final = {
+    "provider_active": (
+        "INSERT INTO provider_active_status (provider_id, is_active, updated_at)"
+        " SELECT v.id, v.value, $3 FROM unnest($1::text[], $2::bool[]) AS v(id, value)"
+        " ON CONFLICT (provider_id) DO UPDATE"
+        " SET is_active = excluded.is_active, updated_at = excluded.updated_at"
+    ),
+    "seeker_searching": (
+        "INSERT INTO seeker_search_preference (seeker_id, is_searching, updated_at)"
+        " SELECT v.id, v.value, $3 FROM unnest($1::text[], $2::bool[]) AS v(id, value)"
+        " ON CONFLICT (seeker_id) DO UPDATE"
+        " SET is_searching = excluded.is_searching, updated_at = excluded.updated_at"
+    ),
+}
+_SWEEP_MESSAGES: Final = "DELETE FROM chat_messages WHERE expires_at <= $1"
+_SWEEP_EVENTS: Final = (
+    "DELETE FROM session_events WHERE session_id IN (SELECT id FROM work_sessions"
+    f" WHERE connection_state IN ({_ENDED}) AND COALESCE(cancelled_at, completed_at) <= $1)"
+)
+
+
+def _session(record: Sequence[Any]) -> SessionRow:
+    return SessionRow(record[0], *record[1:])
+
+
+def _message(record: Sequence[Any]) -> MessageRow:
+    return MessageRow(*record)
+
+
+def _deleted(status: str) -> int:
+    """The row count of a ``DELETE n`` status line."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresTransaction:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    async def lock_orders(
+        self, work_ids: Sequence[int], *, due_at: datetime | None
+    ) -> tuple[list[OrderRow], list[int]]:
+        if not work_ids and due_at is None:
+            return [], []
+        records = await self._c.fetch(_LOCK_ORDERS, list(work_ids), due_at)
+        rows = [OrderRow(*record[:-1]) for record in records]
+        return rows, [record[0] for record in records if record[-1]]
+
+    async def lock_sessions(
+        self, session_ids: Sequence[uuid.UUID], message_ids: Sequence[uuid.UUID]
+    ) -> list[SessionRow]:
+        if not session_ids and not message_ids:
+            return []
+        records = await self._c.fetch(_LOCK_SESSIONS, list(session_ids), list(message_ids))
+        return [_session(r) for r in records]
+
+    async def messages(self, message_ids: Sequence[uuid.UUID]) -> list[MessageRow]:
+        if not message_ids:
+            return []
+        return [_message(r) for r in await self._c.fetch(_MESSAGES, list(message_ids))]
+
+    async def sent_messages(self, keys: Sequence[ClientKey]) -> list[MessageRow]:
+        if not keys:
+            return []
+        session_ids, senders, client_ids = (list(column) for column in zip(*keys, strict=True))
+        records = await self._c.fetch(_SENT, session_ids, senders, client_ids)
+        return [_message(r) for r in records]
+
+    async def offers(self, work_ids: Sequence[int]) -> list[OfferRow]:
+        if not work_ids:
+            return []
+        return [OfferRow(*r) for r in await self._c.fetch(_OFFERS, list(work_ids))]
+
+    async def live_sessions(self, users: Sequence[UserKey]) -> list[tuple[str, str, uuid.UUID]]:
+        if not users:
+            return []
+        seekers = [user for role, user in users if role == "seeker"]
+        providers = [user for role, user in users if role == "provider"]
+        records = await self._c.fetch(_LIVE_SESSIONS, seekers, providers)
+        return [(r[0], r[1], r[2]) for r in records]
+
+    async def flags(self, user_ids: Sequence[str]) -> dict[tuple[Flag, str], bool]:
+        if not user_ids:
+            return {}
+        return {(r[0], r[1]): r[2] for r in await self._c.fetch(_FLAGS, list(user_ids))}
+
+    async def reserve_work_ids(self, count: int) -> list[int]:
+        if not count:
+            return []
+        return [r[0] for r in await self._c.fetch(_RESERVE_WORK_IDS, count)]
+
+    async def insert_orders(self, rows: Sequence[OrderRow]) -> None:
+        await self._rows(_ORDER_INSERT.insert(), _ORDER_INSERT, rows)
+
+    async def update_orders(self, rows: Sequence[OrderRow]) -> None:
+        await self._rows(_ORDER_UPDATE.update(["id"]), _ORDER_UPDATE, rows)
+
+    async def insert_offers(self, rows: Sequence[OfferRow]) -> None:
+        await self._rows(_OFFER_INSERT.insert(), _OFFER_INSERT, rows)
+
+    async def update_offers(self, rows: Sequence[OfferRow]) -> None:
+        await self._rows(
+            _OFFER_UPDATE.update(["work_order_id", "provider_id"]), _OFFER_UPDATE, rows
+        )
+
+    async def finish_orders(self, statuses: dict[int, str], now: datetime) -> list[int]:
+        if not statuses:
+            return []
+        ids = list(statuses)
+        records = await self._c.fetch(
+            _FINISH_ORDERS, ids, [statuses[i] for i in ids], [now] * len(ids)
+        )
+        done = {r[0] for r in records}
+        return [i for i in ids if i not in done]
+
+    async def insert_sessions(self, rows: Sequence[SessionRow]) -> dict[uuid.UUID, int]:
+        if not rows:
+            return {}
+        records = await self._c.fetch(
+            _SESSION_INSERT.insert(returning="session_id, id"),
+            *_SESSION_INSERT.arrays([_SESSION_INSERT.of(r) for r in rows]),
+        )
+        return {r[0]: r[1] for r in records}
+
+    async def update_sessions(self, rows: Sequence[SessionRow]) -> None:
+        await self._rows(_SESSION_UPDATE.update(["id"]), _SESSION_UPDATE, rows)
+
+    async def insert_messages(self, rows: Sequence[MessageRow], pks: dict[uuid.UUID, int]) -> None:
+        if not rows:
+            return
+        columns = _MESSAGE_INSERT.columns
+        values = [
+            tuple(pks[r.session_id] if c == "session_id" else getattr(r, c) for c in columns)
+            for r in rows
+        ]
+        await self._c.execute(_MESSAGE_INSERT.insert(), *_MESSAGE_INSERT.arrays(values))
+
+    async def update_messages(self, rows: Sequence[MessageRow]) -> None:
+        await self._rows(_MESSAGE_UPDATE.update(["id"]), _MESSAGE_UPDATE, rows)
+
+    async def expire_chats(self, chats: Sequence[ExpireChat], pks: dict[uuid.UUID, int]) -> None:
+        if chats:
+            await self._c.execute(
+                _EXPIRE_CHATS, [pks[c.session_id] for c in chats], [c.at for c in chats]
+            )
+
+    async def insert_events(self, events: Sequence[LoggedEvent], pks: dict[uuid.UUID, int]) -> None:
+        if events:
+            await self._c.execute(
+                _INSERT_EVENTS,
+                [pks[e.session_id] for e in events],
+                [e.seq for e in events],
+                [e.kind for e in events],
+                [json.dumps(e.data) for e in events],
+                [e.created_at for e in events],
+            )
+
+    async def set_flags(self, flags: dict[tuple[Flag, str], bool], now: datetime) -> None:
+        for flag, statement in _SET_FLAG.items():
+            chosen = [(user, value) for (name, user), value in flags.items() if name == flag]
+            if chosen:
+                await self._c.execute(
+                    statement, [user for user, _ in chosen], [value for _, value in chosen], now
+                )
+
+    async def sweep(self, sweep: Sweep) -> Swept:
+        messages = _deleted(await self._c.execute(_SWEEP_MESSAGES, sweep.now))
+        events = _deleted(await self._c.execute(_SWEEP_EVENTS, sweep.ended_before))
+        return Swept(messages=messages, events=events)
+
+    async def _rows(self, statement: str, shape: _Rows, rows: Sequence[Any]) -> None:
+        """``statement`` over ``rows``, dataclasses whose fields include ``shape``'s columns."""
+        if rows:
+            await self._c.execute(statement, *shape.arrays([shape.of(r) for r in rows]))
+
+
+class PostgresStore:
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        # A pool of its own: without the main engine's pre-ping (three round trips per
+        # checkout, as many as a whole batch's statements; a connection that turns out
+        # dead is invalidated below instead) and with custom plans (see the module).
+        self._engine: AsyncEngine = create_async_engine(
+            url,
+            hide_parameters=True,
+            pool_size=2,
+            max_overflow=2,
+            pool_recycle=1800,
+            connect_args={"server_settings": SERVER_SETTINGS},
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        async with self._engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            try:
+                async with driver.transaction():  # type: ignore[union-attr]
+                    yield PostgresTransaction(driver)
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(exc.constraint_name) from exc
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+                raise Contention(type(exc).__name__) from exc
+            except BaseException as exc:
+                if is_database_unavailable(exc):
+                    await connection.invalidate()
+                raise
+
+    async def dispose(self) -> None:
+        await self._engine.dispose()

@@ -1,0 +1,161 @@
+"""The rows a batch loads, decides on and writes back, as plain immutable values.
+
+Field names are the column names. A deciding function never changes a row: it returns a
+new one (``dataclasses.replace``) inside a write, and the pipeline both keeps it for the
+rest of the batch and stores it. ``pk`` is the primary key, None for a row the batch
+creates until it has been inserted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from worksession import geo
+from worksession.config import Settings
+from worksession.sessions.schemas import LocationRules
+from worksession.sessions.states import LIVE_STATES, SessionState
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    pk: int | None
+    session_id: uuid.UUID
+    work_order_id: int
+    seeker_id: str
+    provider_id: str
+    connection_state: str
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+    seeker_latitude: float | None = None
+    seeker_longitude: float | None = None
+    seeker_last_location_update: datetime | None = None
+    seeker_fix_recorded_at: datetime | None = None
+    provider_latitude: float | None = None
+    provider_longitude: float | None = None
+    provider_last_location_update: datetime | None = None
+    provider_fix_recorded_at: datetime | None = None
+    current_distance_meters: float | None = None
+    last_distance_update: datetime | None = None
+    distance_seeker_latitude: float | None = None
+    distance_seeker_longitude: float | None = None
+    distance_provider_latitude: float | None = None
+    distance_provider_longitude: float | None = None
+    nearby_at: datetime | None = None
+    arrived_at: datetime | None = None
+    seeker_selected_mediums: dict[str, Any] | None = None
+    provider_selected_mediums: dict[str, Any] | None = None
+    mediums_shared_at: datetime | None = None
+    chat_room_id: uuid.UUID | None = None
+    chat_started_at: datetime | None = None
+    cancelled_by_id: str | None = None
+    cancelled_by: str | None = None
+    cancelled_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    def participant(self, role: str) -> str:
+        return self.seeker_id if role == "seeker" else self.provider_id
+
+    @property
+    def is_live(self) -> bool:
+        return SessionState(self.connection_state) in LIVE_STATES
+
+    @property
+    def seeker_position(self) -> geo.Position | None:
+        return _position(self.seeker_latitude, self.seeker_longitude)
+
+    @property
+    def provider_position(self) -> geo.Position | None:
+        return _position(self.provider_latitude, self.provider_longitude)
+
+    def position_of(self, role: str) -> geo.Position | None:
+        return self.seeker_position if role == "seeker" else self.provider_position
+
+    @property
+    def distance_m(self) -> float | None:
+        """Between the two latest positions, or None until both are known."""
+        seeker, provider = self.seeker_position, self.provider_position
+        if seeker is None or provider is None:
+            return None
+        return geo.distance_between(seeker, provider)
+
+
+SESSION_COLUMNS: tuple[str, ...] = tuple(
+    name for name in SessionRow.__dataclass_fields__ if name != "pk"
+)
+SESSION_MUTABLE: tuple[str, ...] = tuple(
+    name
+    for name in SESSION_COLUMNS
+    if name not in {"session_id", "work_order_id", "seeker_id", "provider_id", "created_at"}
+)
+"""The columns a batch may change; the others are fixed when the session is created."""
+
+
+def _position(lat: float | None, lng: float | None) -> geo.Position | None:
+    return None if lat is None or lng is None else geo.Position(lat=lat, lng=lng)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    pk: int | None
+    message_id: uuid.UUID
+    session_id: uuid.UUID
+    """The session's UUID (the column holds its primary key)."""
+    sender_id: str
+    sender_type: str
+    message_text: str
+    client_msg_id: str | None
+    seq: int | None
+    delivery_status: str
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None = None
+    read_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    id: int
+    seeker_id: str
+    status: str
+    details: dict[str, Any]
+    seeker_latitude: float | None
+    seeker_longitude: float | None
+    offer_expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OfferRow:
+    work_order_id: int
+    provider_id: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    responded_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The settings the rules read: thresholds and durations, fixed for a process."""
+
+    location: LocationRules
+    retention: timedelta
+    """How long chat and history outlive the end of a session."""
+    offer_ttl: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(
+            location=LocationRules.from_settings(settings),
+            retention=timedelta(hours=settings.message_retention_hours),
+            offer_ttl=timedelta(seconds=settings.offer_ttl_s),
+        )
