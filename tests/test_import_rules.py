@@ -1,5 +1,6 @@
-"""The layering of DESIGN.md, checked on the source: transport never touches SQL or Redis,
-services never know about HTTP, and ``kit`` depends on nothing of ours."""
+"""The layering, checked on the source: transport never touches SQL or Redis, services never
+know about HTTP, the deciding functions do no I/O and read no clock, and ``kit`` depends on
+nothing of ours."""
 
 from __future__ import annotations
 
@@ -31,10 +32,35 @@ def _is_transport(rel: str) -> bool:
 
 
 def _is_service(rel: str) -> bool:
-    return rel.endswith(("service.py", "repository.py", "render.py", "events.py")) or (
-        rel.startswith(("sessions/", "orders/", "chat/", "availability/"))
+    return rel.endswith(("repository.py", "render.py", "events.py")) or (
+        rel.startswith(("sessions/", "orders/", "chat/", "availability/", "eventlog/", "pipeline/"))
         and not _is_transport(rel)
     )
+
+
+DECIDING = (
+    "decide.py",
+    "geo.py",
+    "availability/flags.py",
+    "chat/messages.py",
+    "chat/receipts.py",
+    "eventlog/events.py",
+    "eventlog/render.py",
+    "orders/offers.py",
+    "pipeline/commands.py",
+    "pipeline/decision.py",
+    "pipeline/rows.py",
+    "pipeline/world.py",
+    "sessions/access.py",
+    "sessions/lifecycle.py",
+    "sessions/location.py",
+    "sessions/mediums.py",
+    "sessions/retention.py",
+)
+"""The deciding functions and what they are made of: pure, whatever the command."""
+
+IO_PACKAGES = {"sqlalchemy", "asyncpg", "aiosqlite", "redis", "fastapi", "starlette", "uvicorn"}
+CLOCK_CALLS = {"utcnow", "now", "today", "time", "monotonic", "perf_counter", "uuid4", "random"}
 
 
 def _top(name: str) -> str:
@@ -48,6 +74,7 @@ KIT = _modules(lambda rel: rel.startswith("kit/"))
 
 def test_the_rules_see_the_code() -> None:
     # A rule that matches no file passes vacuously; make sure each one bites.
+    assert all((PACKAGE / rel).is_file() for rel in DECIDING)
     assert TRANSPORT, "no transport modules found"
     assert SERVICES, "no service modules found"
     assert KIT, "no kit modules found"
@@ -65,6 +92,31 @@ def test_transport_never_imports_sql_or_redis(path: Path) -> None:
 def test_services_never_import_the_web_framework(path: Path) -> None:
     offending = {n for n in _imports(path) if _top(n) in {"fastapi", "starlette", "uvicorn"}}
     assert not offending, f"{path.name} imports {sorted(offending)}"
+
+
+@pytest.mark.parametrize("rel", DECIDING)
+def test_deciding_code_does_no_io_and_reads_no_clock(rel: str) -> None:
+    path = PACKAGE / rel
+    tree = ast.parse(path.read_text(), str(path))
+    io = {n for n in _imports(path) if _top(n) in IO_PACKAGES}
+    io |= {n for n in _imports(path) if n.endswith(".repository") or "kit.db" in n}
+    assert not io, f"{rel} imports {sorted(io)}"
+    calls = {
+        node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+    }
+    assert not calls & CLOCK_CALLS, f"{rel} calls {sorted(calls & CLOCK_CALLS)}"
+
+
+def test_every_deciding_function_is_in_a_pure_module() -> None:
+    from worksession.decide import DECIDERS
+
+    modules = {
+        f.__module__.removeprefix("worksession.").replace(".", "/") + ".py"
+        for f in DECIDERS.values()
+    }
+    assert modules <= set(DECIDING)
 
 
 @pytest.mark.parametrize("path", KIT, ids=lambda p: p.relative_to(PACKAGE).as_posix())

@@ -40,8 +40,16 @@ from bench.machine import measured_at
 from bench.processes import CpuWindow, ProcessGroup
 from bench.seeding import seed_live_sessions
 from bench.wsclient import open_socket
+from worksession.eventlog.outbox import (
+    Outbox,
+    Role,
+    decode,
+    dumps,
+    frame_payload,
+    publish,
+    user_channel,
+)
 from worksession.kit.redis_broker import RedisBroker
-from worksession.outbox import Outbox, Role, dumps, publish, user_channel
 
 BATCH = 100
 ENVELOPE_BYTES = 300
@@ -85,7 +93,7 @@ def _frame(session_id: str, sender_type: str, sent_at: float, pad: str) -> dict[
 
 def _padding(session_id: str) -> str:
     """Padding that brings an envelope to about ``ENVELOPE_BYTES``."""
-    sample = {"frame": _frame(session_id, "provider", time.monotonic(), "")}
+    sample = frame_payload(dumps(_frame(session_id, "provider", time.monotonic(), ""))).decode()
     return "x" * max(0, ENVELOPE_BYTES - len(dumps(sample)))
 
 
@@ -137,9 +145,9 @@ class FanoutProcess:
 
     def _arrived(self, text: str | bytes) -> None:
         now = time.monotonic()
+        if isinstance(text, bytes) and text[:1] == b"F":  # the raw subscriber gets envelopes
+            text = decode(text).text
         frame = json.loads(text)
-        if "frame" in frame:  # the raw subscriber gets the envelope itself
-            frame = frame["frame"]
         if frame.get("type") != "typing_indicator":
             self.other[str(frame.get("type"))] += 1
             return
@@ -234,7 +242,9 @@ class FanoutProcess:
             for j in range(first, min(first + batch, messages)):
                 role, user_id, session_id = users[j % len(users)]
                 other = "provider" if role == "seeker" else "seeker"
-                outbox.frame(cast(Role, role), user_id, _frame(session_id, other, due, pad))
+                outbox.frame(
+                    [(cast(Role, role), user_id)], dumps(_frame(session_id, other, due, pad))
+                )
             if raw:
                 await self._publish_raw(outbox.messages)
             else:

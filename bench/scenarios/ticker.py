@@ -55,10 +55,11 @@ from bench.processes import ProcessGroup
 from bench.seeding import LiveSession, seed_live_sessions
 from bench.wsclient import open_socket
 from worksession.config import Settings
+from worksession.eventlog.outbox import dumps
 from worksession.kit.db import Database
 from worksession.kit.leader import SoleLeader
 from worksession.kit.redis_broker import RedisBroker
-from worksession.outbox import dumps
+from worksession.lifespan import build_pipeline
 from worksession.scheduler import TICK_BATCH, Jobs
 from worksession.sessions import repository
 
@@ -159,7 +160,8 @@ class InProcessTick:
         # process does nothing but the tick.
         self.broker = RedisBroker(redis_url, prefix=config["prefix"])
         settings = Settings(database_url=url, redis_url=redis_url)
-        self.jobs = Jobs(settings, self.db, self.broker, SoleLeader())
+        pipeline = build_pipeline(settings, self.db, self.broker)
+        self.jobs = Jobs(settings, self.db, pipeline, self.broker, SoleLeader())
         logging.getLogger("worksession").addHandler(self.warnings)
         return {}
 
@@ -169,8 +171,12 @@ class InProcessTick:
         ticked: list[int] = []
 
         async def tick() -> None:
+            # A whole interval: every slice of it, one after the other.
             assert self.jobs is not None
-            ticked.append(await self.jobs.distance_tick())
+            sent = 0
+            for _ in range(self.jobs.slices):
+                sent += await self.jobs.distance_tick()
+            ticked.append(sent)
 
         if params["op"] == "check":
             await tick()
@@ -196,16 +202,18 @@ class InProcessTick:
     async def _read_only(self) -> None:
         """The baseline: the same keyset pages the tick reads, and nothing else."""
         assert self.db is not None
-        after = 0
-        while True:
-            async with self.db.transaction() as s:
-                page = await repository.live_sessions_with_positions(
-                    s, after_id=after, limit=TICK_BATCH
-                )
-            if len(page) < TICK_BATCH:
-                return
-            after = page[-1].id
-            await asyncio.sleep(0)
+        assert self.jobs is not None
+        for part in range(self.jobs.slices):
+            after = 0
+            while True:
+                async with self.db.transaction() as s:
+                    page = await repository.live_sessions_with_positions(
+                        s, after_id=after, limit=TICK_BATCH, slices=self.jobs.slices, part=part
+                    )
+                if len(page) < TICK_BATCH:
+                    break
+                after = page[-1].id
+                await asyncio.sleep(0)
 
     async def teardown(self) -> None:
         if self.broker is not None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from worksession.availability.service import decide_set
+from worksession.availability.flags import decide_set
 from worksession.chat.messages import decide_send, decide_start_chat
 from worksession.chat.receipts import decide_acknowledge
 from worksession.errors import WorksessionError

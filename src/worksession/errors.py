@@ -82,3 +82,11 @@ class MessageNotFound(WorksessionError):
     code = "message_not_found"
     http_status = 404
     default_message = "Message not found"
+
+
+class RateLimited(WorksessionError):
+    """A frame dropped by the rate limit; the error frame says when to try again."""
+
+    code = "rate_limited"
+    http_status = 429
+    default_message = "Too many frames; this one was dropped"

@@ -80,11 +80,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     db = Database(settings.database_url)
     broker, leadership = build_broker(settings)
-    hub = Hub(subscribe=broker.subscribe, unsubscribe=broker.unsubscribe)
 
     async def publish_typing(outbox: Outbox) -> None:
         await publish(broker, outbox)
 
+    typing = TypingRelay(publish_typing, timeout_s=settings.typing_timeout_s)
+    hub = Hub(
+        subscribe=broker.subscribe, unsubscribe=broker.unsubscribe, session_ended=typing.forget
+    )
     state = AppState(
         settings=settings,
         db=db,
@@ -92,7 +95,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         verifier=build_verifier(settings),
         hub=hub,
         pipeline=build_pipeline(settings, db, broker),
-        typing=TypingRelay(publish_typing, timeout_s=settings.typing_timeout_s),
+        typing=typing,
     )
     await broker.start(hub.deliver, hub.resync)
     jobs = Jobs(settings, db, state.pipeline, broker, leadership)

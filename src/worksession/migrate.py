@@ -10,7 +10,6 @@ from alembic.config import Config
 from worksession.config import Settings
 
 
-
 def _migrations_dir() -> Path:
     """Inside an installed wheel, ``worksession/migrations`` (the build puts them there);
     in a checkout, including an editable install, ``migrations/`` at its top."""

@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import select
 
 from tests.realtime.conftest import Server, live_session, open_client
-from worksession.availability.service import get_availability
+from worksession.availability.lookup import get_availability
 from worksession.kit.db import Database
 from worksession.models import WorkOrder
 

@@ -17,7 +17,7 @@ from tests.realtime.conftest import (
     open_client,
     uid,
 )
-from worksession.availability.service import get_availability
+from worksession.availability.lookup import get_availability
 from worksession.kit.db import Database
 from worksession.models import WorkOrder, WorkSession
 

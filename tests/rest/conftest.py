@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.pipeline_run import decoded
 from worksession.config import Settings
 from worksession.kit.db import Database
 from worksession.kit.jwt import UserType
@@ -57,7 +57,7 @@ class Published:
             await self.state.broker.subscribe(channel)
 
     def collect(self, channel: str, payload: bytes) -> None:
-        self.messages.append((channel, json.loads(payload)))
+        self.messages.append((channel, decoded(payload)))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from tests.pipeline_run import decoded
 from tests.rest.conftest import bearer, settings_for
 from worksession.config import Settings
 from worksession.kit.db import Database
@@ -32,9 +33,7 @@ async def test_create_returns_201_stores_the_order_and_publishes_work_requests(
 ) -> None:
     state: AppState = app.state.worksession
     published: list[tuple[str, dict[str, Any]]] = []
-    await state.broker.start(
-        lambda channel, payload: published.append((channel, json.loads(payload)))
-    )
+    await state.broker.start(lambda channel, payload: published.append((channel, decoded(payload))))
     await state.broker.subscribe("ws:provider:p1")
 
     response = await client.post(URL, json=GOOD_BODY, headers=bearer(db_url))

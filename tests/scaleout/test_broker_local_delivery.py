@@ -8,10 +8,10 @@ import uuid
 import pytest
 
 from tests.conftest import REDIS_URL
-from worksession.kit.clock import utcnow
-from worksession.kit.redis_broker import RedisBroker
 from worksession.eventlog.events import LoggedEvent
 from worksession.eventlog.outbox import Outbox, publish
+from worksession.kit.clock import utcnow
+from worksession.kit.redis_broker import RedisBroker
 
 
 @pytest.mark.skipif(not REDIS_URL, reason="needs Redis")

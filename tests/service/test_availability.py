@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from worksession.availability.service import (
-    Availability,
-    get_availability,
-    set_provider_active,
-    set_seeker_searching,
-)
+from tests.pipeline_run import Recorder, pipeline_for, run
+from worksession.availability.flags import Availability
+from worksession.availability.lookup import get_availability
 from worksession.kit.clock import utcnow
 from worksession.kit.db import Database
 from worksession.models import ProviderActiveStatus, SeekerSearchPreference
+from worksession.pipeline.commands import SetAvailability
 
 
 async def test_a_user_never_set_has_no_flags(db: Database) -> None:
@@ -26,10 +25,8 @@ async def test_a_user_never_set_has_no_flags(db: Database) -> None:
 
 async def test_provider_active_is_created_then_updated_in_place(db: Database) -> None:
     first, later = utcnow() - timedelta(minutes=5), utcnow()
-    async with db.transaction() as s:
-        await set_provider_active(s, "p1", True, now=first)
-    async with db.transaction() as s:
-        await set_provider_active(s, "p1", False, now=later)
+    await run(db, SetAvailability("p1", provider_active=True), now=first)
+    await run(db, SetAvailability("p1", provider_active=False), now=later)
 
     async with db.transaction() as s:
         rows = (await s.execute(select(ProviderActiveStatus))).scalars().all()
@@ -40,9 +37,9 @@ async def test_provider_active_is_created_then_updated_in_place(db: Database) ->
 
 async def test_seeker_searching_is_created_then_updated_in_place(db: Database) -> None:
     first, later = utcnow() - timedelta(minutes=5), utcnow()
-    async with db.transaction() as s:
-        await set_seeker_searching(s, "s1", False, now=first)
-        await set_seeker_searching(s, "s1", True, now=later)
+    # One batch has one clock: two instants take two commands one after the other.
+    await run(db, SetAvailability("s1", seeker_searching=False), now=first)
+    await run(db, SetAvailability("s1", seeker_searching=True), now=later)
 
     async with db.transaction() as s:
         rows = (await s.execute(select(SeekerSearchPreference))).scalars().all()
@@ -52,10 +49,16 @@ async def test_seeker_searching_is_created_then_updated_in_place(db: Database) -
 
 
 async def test_the_two_flags_of_one_user_are_independent(db: Database) -> None:
-    async with db.transaction() as s:
-        await set_provider_active(s, "u1", False)
-        await set_seeker_searching(s, "u1", True)
-        await set_provider_active(s, "u2", True)
+    # Submitted together, as one transaction made them before.
+    pipeline = pipeline_for(db, Recorder(), now=None)
+    try:
+        await asyncio.gather(
+            pipeline.submit(SetAvailability("u1", provider_active=False)),
+            pipeline.submit(SetAvailability("u1", seeker_searching=True)),
+            pipeline.submit(SetAvailability("u2", provider_active=True)),
+        )
+    finally:
+        await pipeline.store.dispose()
 
     async with db.transaction() as s:
         assert await get_availability(s, "u1") == Availability(

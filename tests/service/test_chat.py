@@ -3,37 +3,57 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from datetime import timedelta
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from tests.factories import make_chat_message, make_work_session
-from worksession.chat import service as chat
+from tests.pipeline_run import ORIGIN, Recorder, as_dict, decoded, pipeline_for, run
+from worksession.chat.typing import TypingRelay
 from worksession.errors import Forbidden, InvalidState, MessageNotFound, SessionNotFound
+from worksession.eventlog.events import LoggedEvent
+from worksession.eventlog.outbox import Outbox, publish, user_channel
+from worksession.eventlog.render import render
+from worksession.kit.broker import Broker, MemoryBroker
 from worksession.kit.clock import isoformat_z, utcnow
 from worksession.kit.db import Database
-from worksession.models import ChatMessage, SessionEvent, TypingIndicator, WorkSession
-from worksession.outbox import Outbox, user_channel
-from worksession.sessions.events import Answer, LoggedEvent
-from worksession.sessions.render import render
+from worksession.models import ChatMessage, SessionEvent, WorkSession
+from worksession.pipeline.commands import (
+    AcknowledgeMessage,
+    Actor,
+    CancelSession,
+    Command,
+    ReceiptStatus,
+    Role,
+    SendMessage,
+    StartChat,
+)
+from worksession.pipeline.decision import ANSWERED_BY_EVENT, AnswerFrame
+from worksession.pipeline.runner import Outcome
+from worksession.realtime.connections import Hub
+from worksession.sessions.access import live_session_of
+from worksession.sessions.repository import session_row
 
 SEEKER = "seeker-7f3a"
 PROVIDER = "provider-91c2"
 SEEKER_CH = user_channel("seeker", SEEKER)
 PROVIDER_CH = user_channel("provider", PROVIDER)
 
-
-def published(outbox: Outbox) -> list[tuple[str, dict[str, Any]]]:
-    return [(channel, json.loads(payload)) for channel, payload in outbox.messages]
+Published = list[tuple[str, dict[str, Any]]]
 
 
-def published_events(outbox: Outbox) -> list[tuple[str, dict[str, Any]]]:
-    """(channel, event on the wire) for each logged event in the outbox."""
-    return [(ch, body["event"]) for ch, body in published(outbox)]
+def participant(role: Role) -> str:
+    return SEEKER if role == "seeker" else PROVIDER
+
+
+def published_events(published: Published) -> list[tuple[str, dict[str, Any]]]:
+    """(channel, event on the wire) for each logged event published."""
+    return [(ch, body["event"]) for ch, body in published]
 
 
 async def new_session(db: Database, *, state: str = "active", **fields: Any) -> uuid.UUID:
@@ -60,63 +80,44 @@ async def event_count(db: Database) -> int:
         return int((await s.execute(select(func.count()).select_from(SessionEvent))).scalar_one())
 
 
+async def submit(
+    db: Database, broker: Broker, command: Command, *, now: datetime | None = None
+) -> Outcome:
+    """``command`` through a pipeline publishing into ``broker``, so that what a refused
+    command published can be looked at after its error."""
+    pipeline = pipeline_for(db, broker, now=now)
+    try:
+        return await pipeline.submit(command, origin=ORIGIN)
+    finally:
+        await pipeline.store.dispose()
+
+
 async def send(
     db: Database,
     session_id: uuid.UUID,
     *,
-    role: str = "seeker",
+    role: Role = "seeker",
     text: str = "Hello",
     client_msg_id: str | None = None,
-    outbox: Outbox | None = None,
-) -> Answer:
-    user_id = SEEKER if role == "seeker" else PROVIDER
-    async with db.transaction() as s:
-        return await chat.send_message(
-            s,
-            outbox if outbox is not None else Outbox(),
-            session_id=session_id,
-            user_id=user_id,
-            role=role,
-            text=text,
-            client_msg_id=client_msg_id,
-        )
+    now: datetime | None = None,
+) -> tuple[Outcome, Published]:
+    command = SendMessage(session_id, Actor(participant(role), role), text, client_msg_id)
+    return await run(db, command, now=now)
 
 
 async def ack(
-    db: Database, message_id: uuid.UUID, status: str, *, role: str = "provider", **kw: Any
-) -> Outbox:
-    outbox = Outbox()
-    user_id = kw.pop("user_id", SEEKER if role == "seeker" else PROVIDER)
-    async with db.transaction() as s:
-        answer = await chat.acknowledge(
-            s, outbox, message_id=message_id, user_id=user_id, role=role, status=status, **kw
-        )
-    assert answer == Answer(answers=False)
-    return outbox
-
-
-async def typing(
-    db: Database, session_id: uuid.UUID, is_typing: bool, *, role: str = "seeker", **kw: Any
-) -> Outbox:
-    outbox = Outbox()
-    user_id = SEEKER if role == "seeker" else PROVIDER
-    async with db.transaction() as s:
-        await chat.set_typing(
-            s,
-            outbox,
-            session_id=session_id,
-            user_id=user_id,
-            role=role,
-            is_typing=is_typing,
-            **kw,
-        )
-    return outbox
-
-
-async def typing_row(db: Database, user_id: str = SEEKER) -> TypingIndicator:
-    async with db.transaction() as s:
-        query = select(TypingIndicator).where(TypingIndicator.user_id == user_id)
-        return (await s.execute(query)).scalar_one()
+    db: Database,
+    message_id: uuid.UUID,
+    status: ReceiptStatus,
+    *,
+    role: Role = "provider",
+    user_id: str | None = None,
+    now: datetime | None = None,
+) -> Published:
+    actor = Actor(user_id if user_id is not None else participant(role), role)
+    outcome, published = await run(db, AcknowledgeMessage(message_id, actor, status), now=now)
+    assert outcome.reply is None
+    return published
 
 
 # --- start_chat ------------------------------------------------------------------------------
@@ -124,12 +125,8 @@ async def typing_row(db: Database, user_id: str = SEEKER) -> TypingIndicator:
 
 async def test_start_chat_opens_the_room_and_tells_both(db: Database) -> None:
     session_id = await new_session(db, last_seq=1)
-    outbox = Outbox()
     now = utcnow()
-    async with db.transaction() as s:
-        answer = await chat.start_chat(
-            s, outbox, session_id=session_id, user_id=PROVIDER, role="provider", now=now
-        )
+    answer, published = await run(db, StartChat(session_id, Actor(PROVIDER, "provider")), now=now)
 
     stored = await load_session(db, session_id)
     assert stored.chat_room_id is not None
@@ -140,8 +137,8 @@ async def test_start_chat_opens_the_room_and_tells_both(db: Database) -> None:
         "chat_ready",
         {"chat_room_id": str(stored.chat_room_id)},
     )
-    assert answer.frame is None
-    assert published_events(outbox) == [
+    assert answer.reply is ANSWERED_BY_EVENT
+    assert published_events(published) == [
         (SEEKER_CH, event.to_wire()),
         (PROVIDER_CH, event.to_wire()),
     ]
@@ -150,22 +147,18 @@ async def test_start_chat_opens_the_room_and_tells_both(db: Database) -> None:
 
 async def test_start_chat_again_answers_the_caller_alone_without_seq(db: Database) -> None:
     session_id = await new_session(db)
-    async with db.transaction() as s:
-        await chat.start_chat(s, Outbox(), session_id=session_id, user_id=SEEKER, role="seeker")
-    outbox = Outbox()
-    async with db.transaction() as s:
-        answer = await chat.start_chat(
-            s, outbox, session_id=session_id, user_id=PROVIDER, role="provider"
-        )
+    await run(db, StartChat(session_id, Actor(SEEKER, "seeker")), now=None)
+    answer, published = await run(db, StartChat(session_id, Actor(PROVIDER, "provider")), now=None)
 
     stored = await load_session(db, session_id)
     assert answer.events == ()
-    assert answer.frame == {
+    assert isinstance(answer.reply, AnswerFrame)
+    assert as_dict(answer.reply.frame) == {
         "type": "chat_ready",
         "session_id": str(session_id),
         "chat_room_id": str(stored.chat_room_id),
     }
-    assert not outbox
+    assert published == []
     assert stored.last_seq == 1
     assert await event_count(db) == 1
 
@@ -175,15 +168,14 @@ async def test_start_chat_again_answers_the_caller_alone_without_seq(db: Databas
 
 async def test_first_message_starts_the_chat(db: Database) -> None:
     session_id = await new_session(db, last_seq=3)
-    outbox = Outbox()
-    answer = await send(db, session_id, client_msg_id="c-1", outbox=outbox)
+    answer, published = await send(db, session_id, client_msg_id="c-1")
 
     ready, message_event = answer.events
     stored = await load_session(db, session_id)
     assert (ready.kind, ready.seq) == ("chat_ready", 4)
     assert ready.data == {"chat_room_id": str(stored.chat_room_id)}
     assert (message_event.kind, message_event.seq) == ("chat_message", 5)
-    assert published_events(outbox) == [
+    assert published_events(published) == [
         (SEEKER_CH, ready.to_wire()),
         (PROVIDER_CH, ready.to_wire()),
         (SEEKER_CH, message_event.to_wire()),
@@ -205,23 +197,35 @@ async def test_first_message_starts_the_chat(db: Database) -> None:
 async def test_message_in_a_started_chat_is_one_event(db: Database) -> None:
     session_id = await new_session(db)
     await send(db, session_id)
-    outbox = Outbox()
-    answer = await send(db, session_id, role="provider", text="Hi", outbox=outbox)
+    answer, published = await send(db, session_id, role="provider", text="Hi")
 
     (event,) = answer.events
     assert (event.kind, event.seq, event.data["sender_type"]) == ("chat_message", 3, "provider")
-    assert [ch for ch, _ in published(outbox)] == [SEEKER_CH, PROVIDER_CH]
+    assert [ch for ch, _ in published] == [SEEKER_CH, PROVIDER_CH]
+
+
+@dataclass
+class RawRecorder(Recorder):
+    """A recording broker that also keeps the payloads exactly as published."""
+
+    raw: list[tuple[str, bytes]] = field(default_factory=list)
+
+    async def publish(self, messages: Any) -> None:
+        self.raw.extend(messages)
+        await super().publish(messages)
 
 
 async def test_recipient_sees_the_sender_type_and_never_a_user_id(db: Database) -> None:
     session_id = await new_session(db)
     await send(db, session_id)  # the room is open: only the message remains
-    outbox = Outbox()
-    answer = await send(db, session_id, text="Where are you?", outbox=outbox)
+    broker = RawRecorder()
+    command = SendMessage(session_id, Actor(SEEKER, "seeker"), "Where are you?")
+    answer = await submit(db, broker, command)
 
     (event,) = answer.events
     frame = render(event, "provider")
-    assert frame == {
+    assert frame is not None
+    assert as_dict(frame) == {
         "type": "chat_message",
         "session_id": str(session_id),
         "message_id": event.data["message_id"],
@@ -230,7 +234,8 @@ async def test_recipient_sees_the_sender_type_and_never_a_user_id(db: Database) 
         "created_at": isoformat_z(event.created_at),
         "seq": 3,
     }
-    for _, payload in outbox.messages:
+    assert broker.raw
+    for _, payload in broker.raw:
         assert SEEKER.encode() not in payload
         assert PROVIDER.encode() not in payload
 
@@ -238,21 +243,14 @@ async def test_recipient_sees_the_sender_type_and_never_a_user_id(db: Database) 
 async def test_sender_gets_the_rendered_ack(db: Database) -> None:
     session_id = await new_session(db)
     now = utcnow()
-    async with db.transaction() as s:
-        answer = await chat.send_message(
-            s,
-            Outbox(),
-            session_id=session_id,
-            user_id=PROVIDER,
-            role="provider",
-            text="On my way",
-            client_msg_id="p-1",
-            now=now,
-        )
+    command = SendMessage(session_id, Actor(PROVIDER, "provider"), "On my way", "p-1")
+    answer, _ = await run(db, command, now=now)
 
     event = answer.events[-1]
     (row,) = await messages(db)
-    assert render(event, "provider") == {
+    ack_frame = render(event, "provider")
+    assert ack_frame is not None
+    assert as_dict(ack_frame) == {
         "type": "chat_message_ack",
         "session_id": str(session_id),
         "message_id": str(row.message_id),
@@ -265,13 +263,15 @@ async def test_sender_gets_the_rendered_ack(db: Database) -> None:
 
 async def test_retry_with_the_same_client_msg_id_answers_the_original_ack(db: Database) -> None:
     session_id = await new_session(db)
-    first = await send(db, session_id, client_msg_id="c-1")
-    outbox = Outbox()
-    retry = await send(db, session_id, text="Hello again", client_msg_id="c-1", outbox=outbox)
+    first, _ = await send(db, session_id, client_msg_id="c-1")
+    retry, published = await send(db, session_id, text="Hello again", client_msg_id="c-1")
 
     assert retry.events == ()
-    assert retry.frame == render(first.events[-1], "seeker")
-    assert not outbox
+    original = render(first.events[-1], "seeker")
+    assert original is not None
+    assert isinstance(retry.reply, AnswerFrame)
+    assert as_dict(retry.reply.frame) == as_dict(original)
+    assert published == []
     assert len(await messages(db)) == 1
     assert (await load_session(db, session_id)).last_seq == 2
 
@@ -279,26 +279,34 @@ async def test_retry_with_the_same_client_msg_id_answers_the_original_ack(db: Da
 async def test_another_sender_may_reuse_a_client_msg_id(db: Database) -> None:
     session_id = await new_session(db)
     await send(db, session_id, client_msg_id="c-1")
-    answer = await send(db, session_id, role="provider", client_msg_id="c-1")
+    answer, _ = await send(db, session_id, role="provider", client_msg_id="c-1")
 
     assert [e.kind for e in answer.events] == ["chat_message"]
     assert [m.sender_type for m in await messages(db)] == ["seeker", "provider"]
+
+
+def ack_of(answer: Outcome) -> dict[str, Any]:
+    """What the sender was answered: the retry's frame, or its own event rendered for it."""
+    if isinstance(answer.reply, AnswerFrame):
+        return as_dict(answer.reply.frame)
+    frame = render(answer.events[-1], "seeker")
+    assert frame is not None
+    return as_dict(frame)
 
 
 async def test_concurrent_duplicates_store_one_message(db: Database) -> None:
     session_id = await new_session(db)
     await send(db, session_id)  # open the room, so both answers have the same shape
 
-    first, second = await asyncio.gather(
+    # Two pipelines (two workers), so two transactions race for the same client_msg_id.
+    (first, _), (second, _) = await asyncio.gather(
         send(db, session_id, text="Twice", client_msg_id="dup"),
         send(db, session_id, text="Twice", client_msg_id="dup"),
     )
 
     stored = [m for m in await messages(db) if m.client_msg_id == "dup"]
     assert len(stored) == 1
-    acks = [
-        a.frame if a.frame is not None else render(a.events[-1], "seeker") for a in (first, second)
-    ]
+    acks = [ack_of(a) for a in (first, second)]
     assert acks[0] == acks[1]
     assert acks[0] is not None
     assert acks[0]["message_id"] == str(stored[0].message_id)
@@ -313,52 +321,136 @@ async def test_messages_without_client_msg_id_are_never_deduplicated(db: Databas
     assert len(await messages(db)) == 2
 
 
+# --- typing: one worker's relay ----------------------------------------------------------------
+
+TIMEOUT_S = 0.2
+"""The auto-stop timeout of the tests' relay: short, so that its timing can be checked."""
+LATE_S = 1.5 * TIMEOUT_S
+"""A stop this late after its ``true`` is wrong: well before twice the timeout."""
+
+
+class TypingWorker:
+    """One worker's typing relay, and what its automatic stops published, and when."""
+
+    def __init__(self) -> None:
+        self.relay = TypingRelay(self._publish, timeout_s=TIMEOUT_S)
+        self.stops: asyncio.Queue[tuple[float, str, dict[str, Any]]] = asyncio.Queue()
+
+    async def _publish(self, outbox: Outbox) -> None:
+        at = asyncio.get_running_loop().time()
+        for channel, payload in outbox.messages:
+            self.stops.put_nowait((at, channel, decoded(payload)))
+
+    async def next_stop(self) -> tuple[float, str, dict[str, Any]]:
+        return await asyncio.wait_for(self.stops.get(), timeout=2 * TIMEOUT_S)
+
+    async def no_stop_within(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        published = []
+        while not self.stops.empty():
+            published.append(self.stops.get_nowait())
+        assert published == []
+
+
+@pytest.fixture
+def worker() -> Iterator[TypingWorker]:
+    typing_worker = TypingWorker()
+    yield typing_worker
+    typing_worker.relay.close()
+
+
+async def typing(
+    db: Database,
+    worker: TypingWorker,
+    session_id: uuid.UUID,
+    is_typing: bool,
+    *,
+    role: Role = "seeker",
+    user_id: str | None = None,
+) -> tuple[Published, float]:
+    """A typing_indicator frame as the gateway handles it: the sender checked on the
+    session's row, then the relay. What it publishes at once, and when it was relayed."""
+    actor = Actor(user_id if user_id is not None else participant(role), role)
+    async with db.transaction() as s:
+        row = await session_row(s, session_id)
+    session = live_session_of(row, actor)
+    at = asyncio.get_running_loop().time()
+    outbox = worker.relay.typing(session, role, is_typing)
+    return [(channel, decoded(payload)) for channel, payload in outbox.messages], at
+
+
+def typing_frames(published: Published) -> list[tuple[str, dict[str, Any]]]:
+    assert all(set(body) == {"frame"} for _, body in published)  # nobody is skipped
+    return [(ch, body["frame"]) for ch, body in published]
+
+
+def typing_frame(session_id: uuid.UUID, sender_type: str, is_typing: bool) -> dict[str, Any]:
+    return {
+        "type": "typing_indicator",
+        "session_id": str(session_id),
+        "sender_type": sender_type,
+        "is_typing": is_typing,
+    }
+
+
 # --- refused frames --------------------------------------------------------------------------
 
+OPERATIONS = ["start_chat", "send_message", "set_typing"]
 
-@pytest.mark.parametrize("operation", ["start_chat", "send_message", "set_typing"])
+
+async def attempt(
+    db: Database,
+    broker: Broker,
+    worker: TypingWorker,
+    operation: str,
+    session_id: uuid.UUID,
+    actor: Actor,
+) -> None:
+    """The chat frame ``operation`` from ``actor``, publishing into ``broker``."""
+    if operation == "set_typing":
+        async with db.transaction() as s:
+            row = await session_row(s, session_id)
+        session = live_session_of(row, actor)
+        await publish(broker, worker.relay.typing(session, actor.role, True))
+        return
+    command: Command = (
+        StartChat(session_id, actor)
+        if operation == "start_chat"
+        else SendMessage(session_id, actor, "Hello", None)
+    )
+    await submit(db, broker, command)
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
 async def test_chat_frames_into_an_ended_session_are_invalid_state(
-    db: Database, operation: str
+    db: Database, worker: TypingWorker, operation: str
 ) -> None:
     session_id = await new_session(db, state="cancelled")
-    outbox = Outbox()
-    common = {"session_id": session_id, "user_id": SEEKER, "role": "seeker"}
-    extra = {
-        "start_chat": {},
-        "send_message": {"text": "Hello", "client_msg_id": None},
-        "set_typing": {"is_typing": True},
-    }[operation]
+    broker = Recorder()
 
     with pytest.raises(InvalidState):
-        async with db.transaction() as s:
-            await getattr(chat, operation)(s, outbox, **common, **extra)
-    assert not outbox
+        await attempt(db, broker, worker, operation, session_id, Actor(SEEKER, "seeker"))
+    assert broker.messages == []
+    assert worker.relay.typing_now == 0
     assert await messages(db) == []
 
 
-@pytest.mark.parametrize("operation", ["start_chat", "send_message", "set_typing"])
+@pytest.mark.parametrize("operation", OPERATIONS)
 @pytest.mark.parametrize(
     ("user_id", "role"),
     [("stranger", "seeker"), (SEEKER, "provider"), ("stranger", "provider")],
     ids=["outsider", "wrong-role", "outsider-provider"],
 )
 async def test_outsiders_get_session_not_found(
-    db: Database, operation: str, user_id: str, role: str
+    db: Database, worker: TypingWorker, operation: str, user_id: str, role: Role
 ) -> None:
     session_id = await new_session(db)
-    outbox = Outbox()
-    extra = {
-        "start_chat": {},
-        "send_message": {"text": "Hello", "client_msg_id": None},
-        "set_typing": {"is_typing": True},
-    }[operation]
+    broker = Recorder()
 
     with pytest.raises(SessionNotFound):
-        async with db.transaction() as s:
-            await getattr(chat, operation)(
-                s, outbox, session_id=session_id, user_id=user_id, role=role, **extra
-            )
-    assert not outbox
+        await attempt(db, broker, worker, operation, session_id, Actor(user_id, role))
+    assert broker.messages == []
+    assert worker.relay.typing_now == 0
 
 
 async def test_unknown_session_is_session_not_found(db: Database) -> None:
@@ -370,13 +462,13 @@ async def test_unknown_session_is_session_not_found(db: Database) -> None:
 
 
 async def sent_message(db: Database, session_id: uuid.UUID) -> uuid.UUID:
-    answer = await send(db, session_id)
+    answer, _ = await send(db, session_id)
     return uuid.UUID(answer.events[-1].data["message_id"])
 
 
-def status_updates(outbox: Outbox) -> list[tuple[int, str]]:
+def status_updates(published: Published) -> list[tuple[int, str]]:
     """(seq, status) of each event, checking it reached both and only the sender renders it."""
-    events = published_events(outbox)
+    events = published_events(published)
     assert [ch for ch, _ in events] == [SEEKER_CH, PROVIDER_CH] * (len(events) // 2)
     result = []
     for _, wire in events[::2]:
@@ -386,7 +478,7 @@ def status_updates(outbox: Outbox) -> list[tuple[int, str]]:
         assert render(event, "provider") is None
         frame = render(event, "seeker")
         assert frame is not None
-        assert frame["type"] == "message_status_update"
+        assert as_dict(frame)["type"] == "message_status_update"
         result.append((event.seq, event.data["status"]))
     return result
 
@@ -411,9 +503,9 @@ async def test_read_on_a_sent_message_takes_both_steps(db: Database) -> None:
     message_id = await sent_message(db, session_id)
     now = utcnow()
 
-    outbox = await ack(db, message_id, "read", now=now)
+    published = await ack(db, message_id, "read", now=now)
 
-    assert status_updates(outbox) == [(3, "delivered"), (4, "read")]
+    assert status_updates(published) == [(3, "delivered"), (4, "read")]
     (row,) = await messages(db)
     assert (row.delivery_status, row.delivered_at, row.read_at) == ("read", now, now)
 
@@ -424,9 +516,9 @@ async def test_a_repeated_delivered_changes_and_sends_nothing(db: Database) -> N
     first_at = utcnow()
     await ack(db, message_id, "delivered", now=first_at)
 
-    outbox = await ack(db, message_id, "delivered", now=first_at + timedelta(seconds=1))
+    published = await ack(db, message_id, "delivered", now=first_at + timedelta(seconds=1))
 
-    assert not outbox
+    assert published == []
     (row,) = await messages(db)
     assert (row.delivery_status, row.delivered_at) == ("delivered", first_at)
     assert (await load_session(db, session_id)).last_seq == 3
@@ -437,9 +529,9 @@ async def test_delivered_after_read_changes_and_sends_nothing(db: Database) -> N
     message_id = await sent_message(db, session_id)
     await ack(db, message_id, "read")
 
-    outbox = await ack(db, message_id, "delivered")
+    published = await ack(db, message_id, "delivered")
 
-    assert not outbox
+    assert published == []
     (row,) = await messages(db)
     assert row.delivery_status == "read"
     assert (await load_session(db, session_id)).last_seq == 4
@@ -460,7 +552,7 @@ async def test_acking_your_own_message_is_forbidden(db: Database) -> None:
     ids=["outsider", "seeker-as-provider", "provider-as-seeker"],
 )
 async def test_an_outsider_acking_gets_message_not_found(
-    db: Database, user_id: str, role: str
+    db: Database, user_id: str, role: Role
 ) -> None:
     session_id = await new_session(db)
     message_id = await sent_message(db, session_id)
@@ -506,127 +598,92 @@ async def test_acking_in_an_ended_session_is_invalid_state(db: Database) -> None
 # --- typing ----------------------------------------------------------------------------------
 
 
-def typing_frames(outbox: Outbox) -> list[tuple[str, dict[str, Any]]]:
-    return [(ch, body["frame"]) for ch, body in published(outbox)]
-
-
-async def test_typing_tells_the_other_participant_only(db: Database) -> None:
-    session_id = await new_session(db)
-    now = utcnow()
-
-    outbox = await typing(db, session_id, True, now=now)
-
-    assert typing_frames(outbox) == [
-        (
-            PROVIDER_CH,
-            {
-                "type": "typing_indicator",
-                "session_id": str(session_id),
-                "sender_type": "seeker",
-                "is_typing": True,
-            },
-        )
-    ]
-    row = await typing_row(db)
-    assert (row.is_typing, row.last_typing_at, row.user_type) == (True, now, "seeker")
-
-
-async def test_typing_true_again_only_refreshes_the_time(db: Database) -> None:
-    session_id = await new_session(db)
-    first = utcnow()
-    await typing(db, session_id, True, role="provider", now=first)
-
-    outbox = await typing(db, session_id, True, role="provider", now=first + timedelta(seconds=3))
-
-    assert not outbox
-    row = await typing_row(db, PROVIDER)
-    assert (row.is_typing, row.last_typing_at) == (True, first + timedelta(seconds=3))
-
-
-async def test_typing_false_after_true_tells_the_other_participant(db: Database) -> None:
-    session_id = await new_session(db)
-    await typing(db, session_id, True, role="provider")
-
-    outbox = await typing(db, session_id, False, role="provider")
-
-    assert typing_frames(outbox) == [
-        (
-            SEEKER_CH,
-            {
-                "type": "typing_indicator",
-                "session_id": str(session_id),
-                "sender_type": "provider",
-                "is_typing": False,
-            },
-        )
-    ]
-    assert (await typing_row(db, PROVIDER)).is_typing is False
-
-
-async def test_typing_false_when_not_typing_sends_nothing(db: Database) -> None:
+async def test_typing_tells_the_other_participant_only(db: Database, worker: TypingWorker) -> None:
     session_id = await new_session(db)
 
-    outbox = await typing(db, session_id, False)
+    published, _ = await typing(db, worker, session_id, True)
 
-    assert not outbox
-    assert (await typing_row(db)).is_typing is False
+    assert typing_frames(published) == [(PROVIDER_CH, typing_frame(session_id, "seeker", True))]
+    assert worker.relay.typing_now == 1
 
 
-async def test_stale_typing_is_stopped_once(db: Database) -> None:
+async def test_typing_true_again_only_moves_the_auto_stop(
+    db: Database, worker: TypingWorker
+) -> None:
     session_id = await new_session(db)
-    start = utcnow()
-    await typing(db, session_id, True, now=start)  # seeker: goes stale
-    await typing(db, session_id, True, role="provider", now=start + timedelta(seconds=4))
+    await typing(db, worker, session_id, True, role="provider")
+    await asyncio.sleep(TIMEOUT_S / 2)
 
-    async def sweep(at_s: float) -> tuple[int, Outbox]:
-        outbox = Outbox()
-        async with db.transaction() as s:
-            count = await chat.stop_stale_typing(
-                s, outbox, timeout_s=6, now=start + timedelta(seconds=at_s)
-            )
-        return count, outbox
+    published, again_at = await typing(db, worker, session_id, True, role="provider")
 
-    assert (await sweep(5.9))[0] == 0
-    count, outbox = await sweep(6)
-    assert count == 1
-    assert typing_frames(outbox) == [
-        (
-            PROVIDER_CH,
-            {
-                "type": "typing_indicator",
-                "session_id": str(session_id),
-                "sender_type": "seeker",
-                "is_typing": False,
-            },
-        )
-    ]
-    assert (await typing_row(db)).is_typing is False
-    assert (await typing_row(db, PROVIDER)).is_typing is True
-
-    again, outbox = await sweep(7)
-    assert again == 0
-    assert not outbox
+    assert published == []
+    assert worker.relay.typing_now == 1
+    # The stop counts from the repeated true, not from the first one.
+    at, channel, body = await worker.next_stop()
+    assert TIMEOUT_S <= at - again_at < LATE_S
+    assert (channel, body) == (SEEKER_CH, {"frame": typing_frame(session_id, "provider", False)})
 
 
-async def test_stale_typing_in_an_ended_session_is_stopped_silently(db: Database) -> None:
-    start = utcnow()
-    async with db.transaction() as s:
-        session = await make_work_session(
-            s, seeker_id=SEEKER, provider_id=PROVIDER, state="cancelled", cancelled_at=start
-        )
-        s.add(
-            TypingIndicator(
-                session_id=session.id,
-                user_id=SEEKER,
-                user_type="seeker",
-                is_typing=True,
-                last_typing_at=start - timedelta(seconds=10),
-            )
-        )
-    outbox = Outbox()
-    async with db.transaction() as s:
-        count = await chat.stop_stale_typing(s, outbox, timeout_s=6, now=start)
+async def test_typing_false_after_true_tells_the_other_participant(
+    db: Database, worker: TypingWorker
+) -> None:
+    session_id = await new_session(db)
+    await typing(db, worker, session_id, True, role="provider")
 
-    assert count == 1
-    assert not outbox
-    assert (await typing_row(db)).is_typing is False
+    published, _ = await typing(db, worker, session_id, False, role="provider")
+
+    assert typing_frames(published) == [(SEEKER_CH, typing_frame(session_id, "provider", False))]
+    assert worker.relay.typing_now == 0
+    await worker.no_stop_within(LATE_S)  # stopped: nothing left to stop automatically
+
+
+async def test_typing_false_when_not_typing_sends_nothing(
+    db: Database, worker: TypingWorker
+) -> None:
+    session_id = await new_session(db)
+
+    published, _ = await typing(db, worker, session_id, False)
+
+    assert published == []
+    assert worker.relay.typing_now == 0
+
+
+async def test_stale_typing_is_stopped_once(db: Database, worker: TypingWorker) -> None:
+    session_id = await new_session(db)
+    _, seeker_at = await typing(db, worker, session_id, True)  # seeker: goes stale first
+    await asyncio.sleep(TIMEOUT_S * 4 / 6)
+    _, provider_at = await typing(db, worker, session_id, True, role="provider")
+
+    at, channel, body = await worker.next_stop()
+    # No earlier than the timeout, and well before twice it.
+    assert TIMEOUT_S <= at - seeker_at < LATE_S
+    assert (channel, body) == (PROVIDER_CH, {"frame": typing_frame(session_id, "seeker", False)})
+    assert worker.relay.typing_now == 1  # the provider typed later: still typing
+
+    at, channel, body = await worker.next_stop()
+    assert TIMEOUT_S <= at - provider_at < LATE_S
+    assert (channel, body) == (SEEKER_CH, {"frame": typing_frame(session_id, "provider", False)})
+    assert worker.relay.typing_now == 0
+
+    await worker.no_stop_within(2 * TIMEOUT_S)  # each indicator is stopped once
+
+
+async def test_stale_typing_in_an_ended_session_is_stopped_silently(
+    db: Database, worker: TypingWorker
+) -> None:
+    session_id = await new_session(db)
+    await typing(db, worker, session_id, True)
+    # As in a worker: the typist's socket is subscribed here, and the hub tells the relay
+    # of every session whose end it sees.
+    broker = MemoryBroker()
+    hub = Hub(broker.subscribe, broker.unsubscribe, session_ended=worker.relay.forget)
+    await broker.start(hub.deliver)
+    await broker.subscribe(SEEKER_CH)
+    pipeline = pipeline_for(db, broker, now=None)
+    try:
+        await pipeline.submit(CancelSession(session_id, Actor(SEEKER, "seeker")))
+    finally:
+        await pipeline.store.dispose()
+
+    await worker.no_stop_within(2 * TIMEOUT_S)
+    assert worker.relay.typing_now == 0

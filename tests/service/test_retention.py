@@ -5,10 +5,11 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from tests.factories import make_chat_message, make_work_session
+from tests.pipeline_run import policy, run
 from worksession.kit.clock import utcnow
 from worksession.kit.db import Database
-from worksession.models import ChatMessage, SessionEvent, TypingIndicator
-from worksession.sessions.retention import sweep_expired
+from worksession.models import ChatMessage, SessionEvent
+from worksession.pipeline.commands import SweepExpired
 
 
 async def _count(db: Database, model: type[object]) -> int:
@@ -39,31 +40,14 @@ async def test_sweep_deletes_only_what_expired(db: Database) -> None:
         await make_chat_message(s, session=live)  # live sessions' messages never expire
         for session in (old, recent, live):
             s.add(SessionEvent(session_id=session.id, seq=1, kind="work_accepted", data={}))
-        s.add(
-            TypingIndicator(
-                session_id=live.id,
-                user_id="s3",
-                user_type="seeker",
-                last_typing_at=now - timedelta(hours=2),
-            )
-        )
-        s.add(
-            TypingIndicator(
-                session_id=live.id,
-                user_id="p3",
-                user_type="provider",
-                last_typing_at=now - timedelta(seconds=5),
-            )
-        )
 
-    async with db.transaction() as s:
-        result = await sweep_expired(s, retention_hours=24, now=now)
+    outcome, _ = await run(db, SweepExpired(), now=now, rules=policy(retention_hours=24))
 
-    assert (result.messages, result.typing_indicators, result.events) == (1, 1, 1)
+    [result] = outcome.swept
+    assert (result.messages, result.events) == (1, 1)
     assert await _count(db, ChatMessage) == 2
     assert await _count(db, SessionEvent) == 2
-    assert await _count(db, TypingIndicator) == 1
 
-    async with db.transaction() as s:
-        again = await sweep_expired(s, retention_hours=24, now=now)
-    assert (again.messages, again.typing_indicators, again.events) == (0, 0, 0)
+    again, _ = await run(db, SweepExpired(), now=now, rules=policy(retention_hours=24))
+    [result] = again.swept
+    assert (result.messages, result.events) == (0, 0)

@@ -1,4 +1,4 @@
-"""The session service against the real databases (PROTOCOL 5 and 6)."""
+"""The session commands against the real databases (PROTOCOL 5 and 6)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import asyncio
 import json
 import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from prometheus_client import REGISTRY
+from sqlalchemy import select
 
 from tests.factories import make_chat_message, make_work_session
+from tests.pipeline_run import ORIGIN, Recorder, decoded, pipeline_for, policy, run
 from worksession.errors import InvalidState, SessionNotFound, ValidationFailed
 from worksession.geo import EARTH_RADIUS_M, Fix, FixVerdict
 from worksession.kit.db import Database
@@ -23,13 +25,24 @@ from worksession.models import (
     ProviderActiveStatus,
     SeekerSearchPreference,
     SessionEvent,
-    TypingIndicator,
     WorkOrder,
     WorkSession,
 )
-from worksession.outbox import Outbox
-from worksession.sessions import service
-from worksession.sessions.events import Answer
+from worksession.pipeline.commands import (
+    Actor,
+    CancelSession,
+    Command,
+    CompleteSession,
+    ReportLocation,
+    Role,
+    SelectMediums,
+    ShareMediums,
+)
+from worksession.pipeline.decision import ANSWERED_BY_EVENT
+from worksession.pipeline.runner import Outcome
+from worksession.pipeline.store import Store, Transaction
+from worksession.sessions import lookup, repository
+from worksession.sessions.location import tick_outbox
 from worksession.sessions.schemas import LocationRules
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -41,14 +54,12 @@ SEEKER_CH, PROVIDER_CH = f"ws:seeker:{SEEKER}", f"ws:provider:{PROVIDER}"
 BASE_LAT, BASE_LNG = 12.9716, 77.5946
 PHONE = "9876543210"
 
+Published = list[tuple[str, dict[str, Any]]]
+
 
 def north(metres: float) -> float:
     """The latitude ``metres`` north of BASE_LAT; along a meridian haversine is exact."""
     return BASE_LAT + math.degrees(metres / EARTH_RADIUS_M)
-
-
-def sent(outbox: Outbox) -> list[tuple[str, dict[str, Any]]]:
-    return [(channel, json.loads(payload)) for channel, payload in outbox.messages]
 
 
 def at(lat: float) -> dict[str, float]:
@@ -94,18 +105,30 @@ async def logged_kinds(db: Database, session: WorkSession) -> list[tuple[int, st
         return [(seq, kind) for seq, kind in (await s.execute(query)).all()]
 
 
-async def run(db: Database, call: Callable[[AsyncSession, Outbox], Awaitable[Any]]) -> Any:
-    """One committed transaction around a service call; returns (result, outbox)."""
-    outbox = Outbox(origin="socket-1")
-    async with db.transaction() as s:
-        result = await call(s, outbox)
-    return result, outbox
+async def refused(
+    db: Database, command: Command, error: type[Exception], *, match: str | None = None
+) -> Published:
+    """Run a command its rules refuse with ``error``; returns what the pipeline published."""
+    broker = Recorder()
+    pipeline = pipeline_for(db, broker, now=NOW, rules=policy(rules=RULES))
+    try:
+        with pytest.raises(error, match=match):
+            await pipeline.submit(command, origin=ORIGIN)
+    finally:
+        await pipeline.store.dispose()
+    return broker.take()
 
 
 def assert_event_to_both(
-    outbox: Outbox, answer: Answer, *, session: WorkSession, seq: int, kind: str, data: Any
+    published: Published,
+    outcome: Outcome,
+    *,
+    session: WorkSession,
+    seq: int,
+    kind: str,
+    data: Any,
 ) -> None:
-    [event] = answer.events
+    [event] = outcome.events
     assert (event.seq, event.kind, event.data) == (seq, kind, data)
     wire = {
         "session_id": str(session.session_id),
@@ -114,7 +137,7 @@ def assert_event_to_both(
         "data": data,
         "created_at": "2026-03-01T12:00:00.000Z",
     }
-    assert sent(outbox) == [(SEEKER_CH, {"event": wire}), (PROVIDER_CH, {"event": wire})]
+    assert published == [(SEEKER_CH, {"event": wire}), (PROVIDER_CH, {"event": wire})]
 
 
 # --- mediums -------------------------------------------------------------------------
@@ -123,19 +146,18 @@ def assert_event_to_both(
 async def test_first_selection_activates_even_when_empty(db: Database) -> None:
     session = await new_session(db, state="waiting")
 
-    answer, outbox = await run(
-        db,
-        lambda s, o: service.select_mediums(
-            s, o, session_id=session.session_id, seeker_id=SEEKER, mediums={}, now=NOW
-        ),
+    outcome, published = await run(
+        db, SelectMediums(session.session_id, SEEKER, {}), now=NOW, rules=policy(rules=RULES)
     )
 
     stored = await reload(db, session)
     assert (stored.connection_state, stored.seeker_selected_mediums) == ("active", {})
     assert stored.mediums_shared_at == NOW
-    assert answer.answers is True
+    assert outcome.reply is ANSWERED_BY_EVENT
     data = {"mediums": {}, "connection_state": "active"}
-    assert_event_to_both(outbox, answer, session=session, seq=1, kind="mediums_selected", data=data)
+    assert_event_to_both(
+        published, outcome, session=session, seq=1, kind="mediums_selected", data=data
+    )
     assert await logged_kinds(db, session) == [(1, "mediums_selected")]
 
 
@@ -144,11 +166,11 @@ async def test_later_selection_replaces_the_earlier_one(db: Database) -> None:
         db, state="active", last_seq=4, seeker_selected_mediums={"call": "9999999999"}
     )
 
-    answer, outbox = await run(
+    outcome, published = await run(
         db,
-        lambda s, o: service.select_mediums(
-            s, o, session_id=session.session_id, seeker_id=SEEKER, mediums={"whatsapp": PHONE}
-        ),
+        SelectMediums(session.session_id, SEEKER, {"whatsapp": PHONE}),
+        now=None,
+        rules=policy(rules=RULES),
     )
 
     stored = await reload(db, session)
@@ -156,23 +178,18 @@ async def test_later_selection_replaces_the_earlier_one(db: Database) -> None:
         "active",
         {"whatsapp": PHONE},
     )
-    assert [(e.seq, e.data["mediums"]) for e in answer.events] == [(5, {"whatsapp": PHONE})]
-    assert len(outbox.messages) == 2
+    assert [(e.seq, e.data["mediums"]) for e in outcome.events] == [(5, {"whatsapp": PHONE})]
+    assert len(published) == 2
 
 
 async def test_share_mediums_keeps_the_state(db: Database) -> None:
     session = await new_session(db, state="waiting")
 
-    answer, outbox = await run(
+    outcome, published = await run(
         db,
-        lambda s, o: service.share_mediums(
-            s,
-            o,
-            session_id=session.session_id,
-            provider_id=PROVIDER,
-            mediums={"call": PHONE},
-            now=NOW,
-        ),
+        ShareMediums(session.session_id, PROVIDER, {"call": PHONE}),
+        now=NOW,
+        rules=policy(rules=RULES),
     )
 
     stored = await reload(db, session)
@@ -182,7 +199,9 @@ async def test_share_mediums_keeps_the_state(db: Database) -> None:
     )
     assert stored.seeker_selected_mediums is None
     data = {"mediums": {"call": PHONE}}
-    assert_event_to_both(outbox, answer, session=session, seq=1, kind="mediums_shared", data=data)
+    assert_event_to_both(
+        published, outcome, session=session, seq=1, kind="mediums_shared", data=data
+    )
 
 
 @pytest.mark.parametrize(
@@ -198,44 +217,42 @@ async def test_select_by_a_non_participant_is_session_not_found(
 ) -> None:
     session = await new_session(db)
     session_id = session.session_id if same_session else uuid.uuid4()
-    outbox = Outbox()
 
-    with pytest.raises(SessionNotFound):
-        async with db.transaction() as s:
-            await service.select_mediums(
-                s, outbox, session_id=session_id, seeker_id=who, mediums={}
-            )
+    published = await refused(db, SelectMediums(session_id, who, {}), SessionNotFound)
 
     assert (await reload(db, session)).connection_state == "waiting"
-    assert not outbox
+    assert not published
 
 
 async def test_share_by_the_seeker_is_session_not_found(db: Database) -> None:
     session = await new_session(db)
     with pytest.raises(SessionNotFound):
-        async with db.transaction() as s:
-            await service.share_mediums(
-                s, Outbox(), session_id=session.session_id, provider_id=SEEKER, mediums={}
-            )
+        await run(db, ShareMediums(session.session_id, SEEKER, {}), rules=policy(rules=RULES))
 
 
 @pytest.mark.parametrize("state", ["cancelled", "completed"])
 async def test_mediums_on_an_ended_session_are_invalid_state(db: Database, state: str) -> None:
     session = await new_session(db, state=state)
-    outbox = Outbox()
 
-    with pytest.raises(InvalidState):
-        async with db.transaction() as s:
-            await service.select_mediums(
-                s, outbox, session_id=session.session_id, seeker_id=SEEKER, mediums={}
-            )
+    published = await refused(db, SelectMediums(session.session_id, SEEKER, {}), InvalidState)
 
     stored = await reload(db, session)
     assert (stored.connection_state, stored.seeker_selected_mediums) == (state, None)
-    assert not outbox
+    assert not published
 
 
 # --- location ------------------------------------------------------------------------
+
+DROPPED = "worksession_location_fixes_dropped_total"
+
+
+def dropped_fixes() -> dict[str, float]:
+    """The metric of dropped fixes, per verdict."""
+    return {
+        verdict.value: REGISTRY.get_sample_value(DROPPED, {"verdict": verdict.value}) or 0.0
+        for verdict in FixVerdict
+        if verdict is not FixVerdict.ACCEPT
+    }
 
 
 async def locate(
@@ -245,24 +262,19 @@ async def locate(
     lat: float,
     accuracy_m: float | None = 10.0,
     recorded_at: datetime | None = None,
-) -> tuple[service.LocationResult, Outbox]:
-    """A provider's fix, north of BASE on its meridian."""
+) -> tuple[Outcome, Published, dict[str, float]]:
+    """A provider's fix, north of BASE on its meridian. Also returns how much the metric of
+    dropped fixes grew, per verdict (nothing: the fix was accepted)."""
     fix = Fix(lat=lat, lng=BASE_LNG, accuracy_m=accuracy_m, recorded_at=recorded_at)
-    result, outbox = await run(
+    before = dropped_fixes()
+    outcome, published = await run(
         db,
-        lambda s, o: service.apply_location_update(
-            s,
-            o,
-            session_id=session.session_id,
-            user_id=PROVIDER,
-            role="provider",
-            fix=fix,
-            rules=RULES,
-            now=NOW,
-        ),
+        ReportLocation(session.session_id, Actor(PROVIDER, "provider"), fix),
+        now=NOW,
+        rules=policy(rules=RULES),
     )
-    assert isinstance(result, service.LocationResult)
-    return result, outbox
+    grown = {v: n - before[v] for v, n in dropped_fixes().items() if n != before[v]}
+    return outcome, published, grown
 
 
 def distance_frame(session: WorkSession, metres: float, formatted: str) -> dict[str, Any]:
@@ -281,7 +293,7 @@ async def test_first_fix_of_one_side_is_stored_without_distance(db: Database) ->
     session = await new_session(db)
     recorded = NOW - timedelta(seconds=3)
 
-    result, outbox = await locate(db, session, lat=north(1000), recorded_at=recorded)
+    outcome, published, dropped = await locate(db, session, lat=north(1000), recorded_at=recorded)
 
     stored = await reload(db, session)
     assert (stored.provider_latitude, stored.provider_longitude) == (north(1000), BASE_LNG)
@@ -289,35 +301,29 @@ async def test_first_fix_of_one_side_is_stored_without_distance(db: Database) ->
     assert stored.provider_fix_recorded_at == recorded
     assert stored.seeker_latitude is None
     assert (stored.current_distance_meters, stored.last_distance_update) == (None, None)
-    assert result.verdict is FixVerdict.ACCEPT
-    assert result.answer == Answer(answers=False)
-    assert not outbox
+    assert dropped == {}  # FixVerdict.ACCEPT: no verdict counted a drop
+    assert (outcome.events, outcome.reply) == ((), None)
+    assert not published
 
 
 async def test_both_positions_known_send_distance_to_both(db: Database) -> None:
     session = await new_session(db, provider_latitude=north(1234.5), provider_longitude=BASE_LNG)
 
-    answer, outbox = await run(
+    outcome, published = await run(
         db,
-        lambda s, o: service.update_location(
-            s,
-            o,
-            session_id=session.session_id,
-            user_id=SEEKER,
-            role="seeker",
-            lat=BASE_LAT,
-            lng=BASE_LNG,
-            accuracy_m=None,
-            recorded_at=None,
-            rules=RULES,
-            now=NOW,
+        ReportLocation(
+            session.session_id,
+            Actor(SEEKER, "seeker"),
+            Fix(lat=BASE_LAT, lng=BASE_LNG, accuracy_m=None, recorded_at=None),
         ),
+        now=NOW,
+        rules=policy(rules=RULES),
     )
 
     frame = distance_frame(session, 1234.5, "1.2 km away")
     # No "skip": the sending socket learns the distance through the broker like the others.
-    assert sent(outbox) == [(SEEKER_CH, frame), (PROVIDER_CH, frame)]
-    assert answer == Answer(answers=False)
+    assert published == [(SEEKER_CH, frame), (PROVIDER_CH, frame)]
+    assert (outcome.events, outcome.reply) == ((), None)
     stored = await reload(db, session)
     assert (stored.seeker_latitude, stored.seeker_longitude) == (BASE_LAT, BASE_LNG)
     assert stored.seeker_last_location_update == NOW
@@ -339,9 +345,9 @@ async def test_a_move_under_the_threshold_sends_nothing(db: Database) -> None:
         db, **at(north(1000)), **baseline(north(1000)), current_distance_meters=1000.0
     )
 
-    _, outbox = await locate(db, session, lat=north(1049))
+    _, published, _ = await locate(db, session, lat=north(1049))
 
-    assert not outbox
+    assert not published
     stored = await reload(db, session)
     assert stored.provider_latitude == north(1049)  # the position is kept all the same
     assert stored.distance_provider_latitude == north(1000)
@@ -353,10 +359,10 @@ async def test_a_move_of_the_threshold_sends_an_update(db: Database) -> None:
         db, **at(north(1000)), **baseline(north(1000)), current_distance_meters=1000.0
     )
 
-    _, outbox = await locate(db, session, lat=north(1050.5))
+    _, published, _ = await locate(db, session, lat=north(1050.5))
 
     frame = distance_frame(session, 1050.5, "1.1 km away")
-    assert sent(outbox) == [(SEEKER_CH, frame), (PROVIDER_CH, frame)]
+    assert published == [(SEEKER_CH, frame), (PROVIDER_CH, frame)]
     stored = await reload(db, session)
     assert stored.distance_provider_latitude == north(1050.5)
     assert stored.current_distance_meters == pytest.approx(1050.5)
@@ -384,13 +390,13 @@ async def test_noisy_fixes_are_dropped_without_a_trace(
         provider_last_location_update=before,
     )
 
-    result, outbox = await locate(
+    outcome, published, dropped = await locate(
         db, session, lat=lat, accuracy_m=accuracy_m, recorded_at=recorded_at
     )
 
-    assert result.verdict is verdict
-    assert result.answer == Answer(answers=False)
-    assert not outbox
+    assert dropped == {verdict.value: 1.0}
+    assert (outcome.events, outcome.reply) == ((), None)
+    assert not published
     stored = await reload(db, session)
     assert stored.provider_latitude == north(1000)
     assert (stored.provider_fix_recorded_at, stored.provider_last_location_update) == (
@@ -418,18 +424,18 @@ async def test_a_fix_in_an_ended_session_is_invalid_state(db: Database) -> None:
 async def test_nearby_fires_once(db: Database) -> None:
     session = await new_session(db, **at(north(1000)), **baseline(north(1000)), last_seq=2)
 
-    result, outbox = await locate(db, session, lat=north(250))
+    outcome, published, _ = await locate(db, session, lat=north(250))
 
-    [event] = result.answer.events
+    [event] = outcome.events
     assert (event.seq, event.kind, event.data) == (3, "provider_nearby", {"distance_meters": 250.0})
-    assert result.answer.answers is False
-    assert [m for _, m in sent(outbox) if "event" in m] == [{"event": event.to_wire()}] * 2
+    assert outcome.reply is None
+    assert [m for _, m in published if "event" in m] == [{"event": event.to_wire()}] * 2
     assert (await reload(db, session)).nearby_at == NOW
 
-    again, outbox = await locate(db, session, lat=north(240))
+    again, published, _ = await locate(db, session, lat=north(240))
 
-    assert again.answer.events == ()
-    assert not outbox  # and 10 m is no move worth a distance_update either
+    assert again.events == ()
+    assert not published  # and 10 m is no move worth a distance_update either
     assert await logged_kinds(db, session) == [(3, "provider_nearby")]
 
 
@@ -438,31 +444,31 @@ async def test_arrived_fires_once_even_without_a_distance_update(db: Database) -
     # goes out, yet the provider has arrived.
     session = await new_session(db, **at(north(60)), **baseline(north(60)), nearby_at=NOW)
 
-    result, outbox = await locate(db, session, lat=north(35))
+    outcome, published, _ = await locate(db, session, lat=north(35))
 
-    assert [(e.kind, e.data) for e in result.answer.events] == [
+    assert [(e.kind, e.data) for e in outcome.events] == [
         ("provider_arrived", {"distance_meters": 35.0})
     ]
-    assert [channel for channel, m in sent(outbox) if "event" in m] == [SEEKER_CH, PROVIDER_CH]
-    assert not [m for _, m in sent(outbox) if "frame" in m]
+    assert [channel for channel, m in published if "event" in m] == [SEEKER_CH, PROVIDER_CH]
+    assert not [m for _, m in published if "frame" in m]
     assert (await reload(db, session)).arrived_at == NOW
 
-    again, outbox = await locate(db, session, lat=north(20))
-    assert again.answer.events == ()
-    assert not outbox
+    again, published, _ = await locate(db, session, lat=north(20))
+    assert again.events == ()
+    assert not published
     assert await logged_kinds(db, session) == [(1, "provider_arrived")]
 
 
 async def test_a_jump_to_20_m_fires_nearby_then_arrived(db: Database) -> None:
     session = await new_session(db, **at(north(2000)), **baseline(north(2000)))
 
-    result, outbox = await locate(db, session, lat=north(20))
+    outcome, published, _ = await locate(db, session, lat=north(20))
 
-    assert [(e.seq, e.kind) for e in result.answer.events] == [
+    assert [(e.seq, e.kind) for e in outcome.events] == [
         (1, "provider_nearby"),
         (2, "provider_arrived"),
     ]
-    types = [m["frame"]["type"] if "frame" in m else m["event"]["kind"] for _, m in sent(outbox)]
+    types = [m["frame"]["type"] if "frame" in m else m["event"]["kind"] for _, m in published]
     assert types == ["distance_update"] * 2 + ["provider_nearby"] * 2 + ["provider_arrived"] * 2
     stored = await reload(db, session)
     assert (stored.nearby_at, stored.arrived_at) == (NOW, NOW)
@@ -473,21 +479,12 @@ async def test_a_jump_to_20_m_fires_nearby_then_arrived(db: Database) -> None:
 
 
 async def live_session_with_history(db: Database) -> WorkSession:
-    """An active session with a message, a typing row, and both users made unavailable."""
+    """An active session with a message, and both users made unavailable."""
     async with db.transaction() as s:
         session = await make_work_session(
             s, seeker_id=SEEKER, provider_id=PROVIDER, state="active", last_seq=3
         )
         await make_chat_message(s, session=session)
-        s.add(
-            TypingIndicator(
-                session_id=session.id,
-                user_id=SEEKER,
-                user_type="seeker",
-                is_typing=True,
-                last_typing_at=NOW,
-            )
-        )
         s.add(ProviderActiveStatus(provider_id=PROVIDER, is_active=False))
         s.add(SeekerSearchPreference(seeker_id=SEEKER, is_searching=False))
     return session
@@ -497,7 +494,6 @@ async def ended_state(db: Database, session: WorkSession) -> dict[str, Any]:
     async with db.transaction() as s:
         order = await s.get(WorkOrder, session.work_order_id)
         expiry = (await s.execute(select(ChatMessage.expires_at))).scalars().all()
-        typing = (await s.execute(select(TypingIndicator.is_typing))).scalars().all()
         active = await s.get(ProviderActiveStatus, PROVIDER)
         searching = await s.get(SeekerSearchPreference, SEEKER)
         assert order is not None
@@ -506,7 +502,6 @@ async def ended_state(db: Database, session: WorkSession) -> dict[str, Any]:
         return {
             "order": order.status,
             "expiry": expiry,
-            "typing": typing,
             "provider_active": active.is_active,
             "seeker_searching": searching.is_searching,
         }
@@ -514,22 +509,15 @@ async def ended_state(db: Database, session: WorkSession) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("role", "user_id"),
-    [("seeker", SEEKER), ("provider", PROVIDER), ("system", "ops-service")],
+    # The internal API's cancel has no caller id to record (``CancelSession(by=None)``).
+    [("seeker", SEEKER), ("provider", PROVIDER), ("system", None)],
 )
-async def test_cancel(db: Database, role: str, user_id: str) -> None:
+async def test_cancel(db: Database, role: str, user_id: str | None) -> None:
     session = await live_session_with_history(db)
+    by = None if user_id is None else Actor(user_id, cast(Role, role))
 
-    answer, outbox = await run(
-        db,
-        lambda s, o: service.cancel_session(
-            s,
-            o,
-            session_id=session.session_id,
-            user_id=user_id,
-            role=role,  # type: ignore[arg-type]
-            retention_hours=24,
-            now=NOW,
-        ),
+    outcome, published = await run(
+        db, CancelSession(session.session_id, by=by), now=NOW, rules=policy(retention_hours=24)
     )
 
     stored = await reload(db, session)
@@ -542,81 +530,97 @@ async def test_cancel(db: Database, role: str, user_id: str) -> None:
     assert await ended_state(db, session) == {
         "order": "cancelled",
         "expiry": [NOW + timedelta(hours=24)],
-        "typing": [False],
         "provider_active": True,
         "seeker_searching": True,
     }
     data = {"cancelled_by": role}
     assert_event_to_both(
-        outbox, answer, session=session, seq=4, kind="connection_cancelled", data=data
+        published, outcome, session=session, seq=4, kind="connection_cancelled", data=data
     )
 
 
 async def test_cancel_by_a_stranger_is_session_not_found(db: Database) -> None:
     session = await new_session(db)
     with pytest.raises(SessionNotFound):
-        async with db.transaction() as s:
-            await service.cancel_session(
-                s,
-                Outbox(),
-                session_id=session.session_id,
-                user_id="seeker-other",
-                role="seeker",
-                retention_hours=24,
-            )
+        await run(
+            db,
+            CancelSession(session.session_id, by=Actor("seeker-other", "seeker")),
+            now=None,
+            rules=policy(retention_hours=24),
+        )
     assert (await reload(db, session)).connection_state == "waiting"
 
 
-async def cancel(s: AsyncSession, o: Outbox, session: WorkSession) -> Answer:
-    return await service.cancel_session(
-        s, o, session_id=session.session_id, user_id=SEEKER, role="seeker", retention_hours=24
-    )
+def cancel(session: WorkSession) -> CancelSession:
+    return CancelSession(session.session_id, by=Actor(SEEKER, "seeker"))
 
 
-async def complete(s: AsyncSession, o: Outbox, session: WorkSession) -> Answer:
-    return await service.complete_session(
-        s, o, session_id=session.session_id, provider_id=PROVIDER, retention_hours=24
-    )
+def complete(session: WorkSession) -> CompleteSession:
+    return CompleteSession(session.session_id, provider_id=PROVIDER)
 
 
 @pytest.mark.parametrize("first", [cancel, complete], ids=["cancelled", "completed"])
 async def test_cancel_after_an_ending_is_invalid_state(
-    db: Database, first: Callable[[AsyncSession, Outbox, WorkSession], Awaitable[Answer]]
+    db: Database, first: Callable[[WorkSession], Command]
 ) -> None:
     session = await new_session(db)
-    await run(db, lambda s, o: first(s, o, session))
-    outbox = Outbox()
+    await run(db, first(session), now=None, rules=policy(retention_hours=24))
 
-    with pytest.raises(InvalidState):
-        async with db.transaction() as s:
-            await cancel(s, outbox, session)
+    published = await refused(db, cancel(session), InvalidState)
 
-    assert not outbox
+    assert not published
     assert len(await logged_kinds(db, session)) == 1
+
+
+@asynccontextmanager
+async def opened_together(store: Store, barrier: asyncio.Barrier) -> AsyncIterator[Transaction]:
+    """A transaction of ``store`` that waits, once open, until the other one is open too."""
+    async with store.transaction() as tx:
+        await barrier.wait()
+        yield tx
+
+
+class BarrierStore:
+    """``store`` whose first transaction meets the other pipeline's at ``barrier`` before it
+    loads anything (a second one, a retry, goes straight on)."""
+
+    def __init__(self, store: Store, barrier: asyncio.Barrier) -> None:
+        self.dialect = store.dialect
+        self._store, self._barrier = store, barrier
+        self._met = False
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        if self._met:
+            return self._store.transaction()
+        self._met = True
+        return opened_together(self._store, self._barrier)
+
+    async def dispose(self) -> None:
+        await self._store.dispose()
 
 
 async def test_cancel_racing_complete_leaves_exactly_one_outcome(db: Database) -> None:
     session = await live_session_with_history(db)
-    # On PostgreSQL both transactions are open before either locks the row, so the second
-    # really waits on FOR UPDATE. SQLite's single pooled connection serialises them anyway
-    # (a barrier there would deadlock), which is the embedded mode's guarantee to check.
+    # Two pipelines, as on two workers. On PostgreSQL both transactions are open before
+    # either locks the row, so the second really waits on FOR UPDATE. SQLite's single pooled
+    # connection serialises them anyway (a barrier there would deadlock), which is the
+    # embedded mode's guarantee to check.
     barrier = asyncio.Barrier(2) if db.dialect == "postgresql" else None
 
-    async def attempt(
-        action: Callable[[AsyncSession, Outbox, WorkSession], Awaitable[Answer]],
-    ) -> Outbox | None:
-        outbox = Outbox()
+    async def attempt(command: Command) -> Published | None:
+        broker = Recorder()
+        pipeline = pipeline_for(db, broker, now=None, rules=policy(retention_hours=24))
+        if barrier is not None:
+            pipeline.store = BarrierStore(pipeline.store, barrier)
         try:
-            async with db.transaction() as s:
-                await s.execute(text("SELECT 1"))
-                if barrier is not None:
-                    await barrier.wait()
-                await action(s, outbox, session)
+            await pipeline.submit(command, origin=ORIGIN)
         except InvalidState:
             return None
-        return outbox
+        finally:
+            await pipeline.store.dispose()
+        return broker.take()
 
-    outcomes = await asyncio.gather(attempt(cancel), attempt(complete))
+    outcomes = await asyncio.gather(attempt(cancel(session)), attempt(complete(session)))
 
     winners = [name for name, o in zip(["cancelled", "completed"], outcomes, strict=True) if o]
     assert len(winners) == 1
@@ -633,16 +637,11 @@ async def test_cancel_racing_complete_leaves_exactly_one_outcome(db: Database) -
 async def test_complete(db: Database, provider_id: str | None) -> None:
     session = await live_session_with_history(db)
 
-    answer, outbox = await run(
+    outcome, published = await run(
         db,
-        lambda s, o: service.complete_session(
-            s,
-            o,
-            session_id=session.session_id,
-            provider_id=provider_id,
-            retention_hours=24,
-            now=NOW,
-        ),
+        CompleteSession(session.session_id, provider_id),
+        now=NOW,
+        rules=policy(retention_hours=24),
     )
 
     stored = await reload(db, session)
@@ -654,31 +653,34 @@ async def test_complete(db: Database, provider_id: str | None) -> None:
     assert await ended_state(db, session) == {
         "order": "completed",
         "expiry": [NOW + timedelta(hours=24)],
-        "typing": [False],
         "provider_active": True,
         "seeker_searching": False,
     }
-    assert_event_to_both(outbox, answer, session=session, seq=4, kind="session_completed", data={})
+    assert_event_to_both(
+        published, outcome, session=session, seq=4, kind="session_completed", data={}
+    )
 
 
 async def test_complete_by_the_seeker_is_session_not_found(db: Database) -> None:
     session = await new_session(db)
     with pytest.raises(SessionNotFound):
-        async with db.transaction() as s:
-            await service.complete_session(
-                s, Outbox(), session_id=session.session_id, provider_id=SEEKER, retention_hours=24
-            )
+        await run(
+            db,
+            CompleteSession(session.session_id, provider_id=SEEKER),
+            now=None,
+            rules=policy(retention_hours=24),
+        )
     assert (await reload(db, session)).connection_state == "waiting"
 
 
 async def check_replay(db: Database, session: WorkSession, user_id: str = SEEKER) -> None:
     async with db.transaction() as s:
-        await service.check_replay_allowed(
+        await lookup.replay_allowed(
             s,
             session_id=session.session_id,
             user_id=user_id,
             role="seeker",
-            retention_hours=24,
+            retention=timedelta(hours=24),
             now=NOW,
         )
 
@@ -725,7 +727,7 @@ async def test_snapshot_of_a_live_session(db: Database) -> None:
     )
 
     async with db.transaction() as s:
-        snapshot = await service.snapshot_for(s, user_id=PROVIDER, role="provider")
+        snapshot = await lookup.snapshot_for(s, user_id=PROVIDER, role="provider")
 
     assert snapshot is not None
     frame = snapshot.to_frame_dict()
@@ -746,7 +748,7 @@ async def test_snapshot_of_a_live_session(db: Database) -> None:
 async def test_snapshot_before_positions_and_chat(db: Database) -> None:
     await new_session(db)
     async with db.transaction() as s:
-        snapshot = await service.snapshot_for(s, user_id=SEEKER, role="seeker")
+        snapshot = await lookup.snapshot_for(s, user_id=SEEKER, role="seeker")
     assert snapshot is not None
     assert (snapshot.your_role, snapshot.connection_state, snapshot.chat_room_id) == (
         "seeker",
@@ -760,12 +762,29 @@ async def test_snapshot_before_positions_and_chat(db: Database) -> None:
 async def test_no_snapshot_without_a_live_session(db: Database) -> None:
     await new_session(db, state="completed")
     async with db.transaction() as s:
-        assert await service.snapshot_for(s, user_id=SEEKER, role="seeker") is None
+        assert await lookup.snapshot_for(s, user_id=SEEKER, role="seeker") is None
         # The seeker's id in the provider role is someone else entirely.
-        assert await service.snapshot_for(s, user_id=SEEKER, role="provider") is None
+        assert await lookup.snapshot_for(s, user_id=SEEKER, role="provider") is None
 
 
 # --- distance tick -------------------------------------------------------------------
+
+
+async def distance_tick(db: Database, *, now: datetime, batch_size: int) -> tuple[int, Published]:
+    """Every keyset page of the tick, as the scheduler reads them; returns how many sessions
+    got a ``distance_update`` and the decoded frames, in order."""
+    count, after_id, published = 0, 0, []
+    while True:
+        async with db.transaction() as s:
+            page = await repository.live_sessions_with_positions(
+                s, after_id=after_id, limit=batch_size
+            )
+        outbox = tick_outbox(page, now)
+        published += [(channel, decoded(payload)) for channel, payload in outbox.messages]
+        count += len(page)
+        if len(page) < batch_size:
+            return count, published
+        after_id = page[-1].id
 
 
 @pytest.mark.parametrize("batch_size", [500, 1])
@@ -782,12 +801,10 @@ async def test_distance_tick_covers_every_live_session_with_both_positions(
         )
         await make_work_session(s, seeker_id="s4", provider_id="p4", state="cancelled", **at(0))
 
-    outbox = Outbox()
-    async with db.transaction() as s:
-        count = await service.distance_tick(s, outbox, now=NOW, batch_size=batch_size)
+    count, published = await distance_tick(db, now=NOW, batch_size=batch_size)
 
     assert count == 2
-    assert sent(outbox) == [
+    assert published == [
         ("ws:seeker:s1", distance_frame(near, 350.0, "350 meters away")),
         ("ws:provider:p1", distance_frame(near, 350.0, "350 meters away")),
         ("ws:seeker:s2", distance_frame(far, 12345.0, "12.3 km away")),

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from worksession.eventlog.events import LoggedEvent
 from worksession.realtime.connections import (
     CLOSE_SESSION_ENDED,
     Connection,
@@ -23,7 +24,6 @@ from worksession.realtime.connections import (
     SendEvent,
     SendFrame,
 )
-from worksession.eventlog.events import LoggedEvent
 
 SESSION = uuid.UUID("6f1c3a52-0000-4000-8000-000000000001")
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from worksession.availability import service
-from worksession.availability.service import Availability
+from worksession.availability import lookup
+from worksession.availability.flags import Availability
 from worksession.pipeline.commands import SetAvailability
 from worksession.rest_auth import AUTH_RESPONSES, BODY_RESPONSES, ServiceCaller
 from worksession.sessions.schemas import USER_ID_CHARS, USER_ID_MAX_CHARS
@@ -57,7 +57,7 @@ async def get_availability(
     user_id: UserIdPath, _caller: ServiceCaller, state: State
 ) -> Availability:
     async with state.db.transaction() as db:
-        return await service.get_availability(db, user_id)
+        return await lookup.get_availability(db, user_id)
 
 
 @router.put(

@@ -79,6 +79,14 @@ class TypingRelay:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
+    def forget(self, session_id: uuid.UUID) -> None:
+        """The session ended: its indicators stop without a word (the end closes the
+        sockets anyway, and a late ``false`` would reach nobody who cares)."""
+        for role in ("seeker", "provider"):
+            timer = self._timers.pop((session_id, role), None)
+            if timer is not None:
+                timer.cancel()
+
     def close(self) -> None:
         for timer in self._timers.values():
             timer.cancel()

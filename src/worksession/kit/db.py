@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 from sqlalchemy import event, exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -113,22 +112,14 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     )
 
 
-def dialect_insert(db: AsyncSession, table: Any) -> Any:
-    """An INSERT that knows ``ON CONFLICT`` for the database ``db`` is bound to: both
-    dialects spell the upsert alike, but each builds its own statement class."""
-    if db.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 class Database:
-    """Owns the engine; hands out one short transaction at a time."""
+    """Owns the engine of the read side (snapshots, history, lookups); every write goes
+    through the pipeline's store."""
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.engine = create_engine(url, echo=echo)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._driver_engine: AsyncEngine | None = None
 
     @property
     def dialect(self) -> str:
@@ -140,37 +131,9 @@ class Database:
         async with self.sessionmaker() as session, session.begin():
             yield session
 
-    @asynccontextmanager
-    async def driver_transaction(self) -> AsyncIterator[Any]:
-        """The driver's own connection (asyncpg's) inside ``BEGIN``, from the same pool;
-        committed on success, rolled back on any exception.
-
-        For the few hot statements that run set-based over a whole batch: below the ORM and
-        Core, a statement costs the driver's round trip and little else. PostgreSQL only.
-        """
-        if self._driver_engine is None:
-            # A pool of its own without the pre-ping (three round trips per checkout, as
-            # many as a whole batch's statements): a connection that turns out dead is
-            # invalidated below instead, and the next batch gets a fresh one.
-            self._driver_engine = create_async_engine(
-                self.url, hide_parameters=True, pool_size=2, max_overflow=2, pool_recycle=1800
-            )
-        async with self._driver_engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver = raw.driver_connection
-            try:
-                async with driver.transaction():  # type: ignore[union-attr]
-                    yield driver
-            except BaseException as exc:
-                if is_database_unavailable(exc):
-                    await connection.invalidate()
-                raise
-
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
             await connection.exec_driver_sql("SELECT 1")
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self._driver_engine is not None:
-            await self._driver_engine.dispose()

@@ -21,6 +21,12 @@ from worksession.kit.broker import Broker, Deliver, Resubscribed
 logger = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+HEARTBEAT_S = 2.0
+"""How often a worker publishes to its own control channel. The listener blocks on its
+socket with no timeout of its own (a timeout per read costs a timer per message, a tenth
+of the listener's CPU at load); a subscription that has not heard its own heartbeat for
+``HEARTBEAT_MISSES`` beats is taken for dead and made again."""
+HEARTBEAT_MISSES = 3
 RETRY_BUFFER = 10_000
 """Messages kept for a second try after a failed publish; the oldest go first when full."""
 ECHOES = 10_000
@@ -32,7 +38,10 @@ class RedisBroker(Broker):
 
     redis-py's asyncio ``PubSub`` does not reconnect on its own; the listener task
     re-creates the subscription with backoff, re-subscribes every channel this worker
-    needs, then calls ``on_resubscribed`` so the caller can replay what was missed.
+    needs, then calls ``on_resubscribed`` so the caller can replay what was missed. A
+    heartbeat task publishes to the worker's own control channel every ``HEARTBEAT_S``,
+    retries failed publications, and drops a subscription that stopped hearing it (a
+    network that fails silently never wakes a blocked read).
 
     Every channel is namespaced by ``prefix`` so that deployments (or test runs) sharing
     one Redis never hear each other. Past one Redis, the same channel names map onto
@@ -53,6 +62,8 @@ class RedisBroker(Broker):
         self._pubsub: PubSub | None = None
         self._deliver: Deliver | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._heard = 0.0
         self._connected = asyncio.Event()
         self._retry: deque[tuple[str, bytes]] = deque(maxlen=RETRY_BUFFER)
         self._echoes: dict[tuple[str, bytes], None] = {}
@@ -63,6 +74,7 @@ class RedisBroker(Broker):
         self._on_resubscribed = on_resubscribed
         await self._connect()
         self._listener = asyncio.create_task(self._listen(), name="redis-broker-listener")
+        self._heartbeat = asyncio.create_task(self._beat(), name="redis-broker-heartbeat")
 
     async def _connect(self) -> None:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -76,10 +88,12 @@ class RedisBroker(Broker):
             await pubsub.subscribe(*sorted(missing))
         if gone := wanted - now_wanted:
             await pubsub.unsubscribe(*sorted(gone))
+        self._heard = asyncio.get_running_loop().time()
         self._connected.set()
 
     async def _listen(self) -> None:
         attempt = 0
+        control = self._control.encode()
         while True:
             pubsub = self._pubsub
             try:
@@ -91,20 +105,20 @@ class RedisBroker(Broker):
                     if self._on_resubscribed is not None:
                         self._on_resubscribed()
                     continue
-                if self._retry:
-                    # A failed retry says nothing about the subscription: try next time.
-                    with contextlib.suppress(RedisError, OSError):
-                        await self._publish_retries()
-                message = await pubsub.get_message(timeout=1.0)
-                if message is not None and message.get("type") == "message":
-                    channel = message["channel"]
-                    if isinstance(channel, bytes):
-                        channel = channel.decode()
-                    if self._deliver is not None and channel.startswith(self._prefix):
-                        key = (channel[len(self._prefix) :], message["data"])
-                        if self._echoes.pop(key, 0) is None:
-                            continue  # delivered here already, ahead of Redis
-                        self._deliver(*key)
+                message = await pubsub.get_message(timeout=None)
+                if message is None or message.get("type") != "message":
+                    continue
+                channel = message["channel"]
+                if channel == control:
+                    self._heard = asyncio.get_running_loop().time()
+                    continue
+                if isinstance(channel, bytes):
+                    channel = channel.decode()
+                if self._deliver is not None and channel.startswith(self._prefix):
+                    key = (channel[len(self._prefix) :], message["data"])
+                    if self._echoes.pop(key, 0) is None:
+                        continue  # delivered here already, ahead of Redis
+                    self._deliver(*key)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -119,6 +133,33 @@ class RedisBroker(Broker):
             except Exception:
                 logger.exception("broker listener error")
                 await asyncio.sleep(0.1)
+
+    async def _beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            pubsub = self._pubsub
+            # A failed publication says nothing about the subscription: try next time.
+            with contextlib.suppress(RedisError, OSError):
+                await self.client.publish(self._control, b"")
+                if self._retry:
+                    await self._publish_retries()
+            if pubsub is not None and loop.time() - self._heard > HEARTBEAT_S * HEARTBEAT_MISSES:
+                logger.warning("broker subscription silent; reconnecting")
+                await self._restart_listener(pubsub)
+
+    async def _restart_listener(self, pubsub: PubSub) -> None:
+        """Drop a subscription that went deaf; the new listener makes it again and has the
+        sockets catch up, as after any outage."""
+        listener = self._listener
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        self._connected.clear()
+        await _close_quietly(pubsub)
+        self._pubsub = None
+        self._listener = asyncio.create_task(self._listen(), name="redis-broker-listener")
 
     def deliver_here(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Events committed by this worker reach its own sockets without the Redis round
@@ -186,10 +227,11 @@ class RedisBroker(Broker):
         await self.client.ping()
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        for task in (self._heartbeat, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._pubsub is not None:
             await _close_quietly(self._pubsub)
         await self.client.aclose()

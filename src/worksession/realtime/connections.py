@@ -3,8 +3,10 @@
 One broker subscription per worker process feeds every local socket (the encode/broadcaster
 pattern): the :class:`Hub` subscribes a user's channel when that user's first socket on
 this worker connects and unsubscribes when the last one leaves. Each :class:`Connection`
-has one writer task draining a bounded queue; a socket whose queue stays full is closed
-with 1008 instead of growing memory.
+has at most one writer task draining a bounded queue; a socket whose queue stays full is
+closed with 1008 instead of growing memory.
+
+The writer task exists only while frames wait, so an idle socket costs no task.
 
 Each connection also tracks, per session, which ``seq`` numbers it has sent. An event it
 has already sent is dropped (the requester gets its answer directly, then the broker's
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -107,7 +110,9 @@ class Connection:
         self.channel = user_channel(role, user_id)
         self._fetch = fetch_events
         self._live_session_of = live_session_of
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_size)
+        self._pending: deque[Item] = deque()
+        self._queue_size = queue_size
+        self._started = False
         self._sent: dict[uuid.UUID, SentRange] = {}
         self._answers: dict[tuple[uuid.UUID, int], str] = {}
         self._writer: asyncio.Task[None] | None = None
@@ -121,17 +126,25 @@ class Connection:
         (from the ``connected`` snapshot); older events are not sent again unasked."""
         for session_id, seq in baseline.items():
             self._sent[session_id] = SentRange(seq, seq)
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
+        self._started = True
+        self._wake_writer()
 
     def offer(self, item: Item) -> None:
         """Queue ``item``; a client too slow to keep its queue from filling is cut off."""
-        if self.closed.is_set():
+        if self.closed.is_set() or self._closing is not None:
             return
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self._pending) >= self._queue_size:
             logger.warning("closing a slow consumer (%s, queue full)", self.role)
             self.close_soon(CLOSE_POLICY, "slow consumer")
+            return
+        self._pending.append(item)
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        # The writer runs only while there is something to write: an idle socket holds
+        # no task (and no coroutine frame) of its own.
+        if self._started and self._pending and (self._writer is None or self._writer.done()):
+            self._writer = asyncio.create_task(self._write_loop())
 
     def send(self, frame: Outbound, request_id: str | None = None) -> None:
         text = encode(frame)
@@ -166,8 +179,8 @@ class Connection:
 
     async def _write_loop(self) -> None:
         try:
-            while True:
-                item = await self._queue.get()
+            while self._pending:
+                item = self._pending.popleft()
                 match item:
                     case SendFrame(text):
                         await self._write(text)
@@ -321,6 +334,8 @@ class Hub:
 
     subscribe: Callable[[str], Awaitable[None]]
     unsubscribe: Callable[[str], Awaitable[None]]
+    session_ended: Callable[[uuid.UUID], None] = lambda _session_id: None
+    """Told of every session whose end reaches this worker (its typing timers stop)."""
     _by_channel: dict[str, set[Connection]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -343,17 +358,18 @@ class Hub:
 
     def deliver(self, channel: str, payload: bytes) -> None:
         """The broker's callback: decode once, hand to every local socket of the channel."""
-        members = self._by_channel.get(channel)
-        if not members:
-            return
         try:
             envelope = decode(payload)
         except (ValueError, KeyError, TypeError):
             logger.error("dropping a malformed broker message on %s", channel.split(":")[1])
             return
-        item: Item = (
-            SendFrame(envelope.text) if envelope.event is None else SendEvent(envelope.event)
-        )
+        event = envelope.event
+        if event is not None and event.kind in TERMINAL_KINDS:
+            self.session_ended(event.session_id)
+        members = self._by_channel.get(channel)
+        if not members:
+            return
+        item: Item = SendFrame(envelope.text) if event is None else SendEvent(event)
         skip = envelope.skip
         for connection in list(members):
             if connection.id != skip:

@@ -21,7 +21,7 @@ from typing import Any, assert_never
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from worksession.errors import Forbidden, WorksessionError
+from worksession.errors import Forbidden, RateLimited, WorksessionError
 from worksession.eventlog import repository as event_log
 from worksession.eventlog.events import LoggedEvent
 from worksession.eventlog.outbox import Role, publish
@@ -65,8 +65,6 @@ from worksession.realtime.connections import (
 )
 from worksession.realtime.ratelimit import TokenBucket, retry_after_ms
 from worksession.sessions import lookup as sessions
-from worksession.sessions import repository as session_repository
-from worksession.sessions.access import live_session_of
 from worksession.state import AppState, get_state
 
 logger = logging.getLogger(__name__)
@@ -216,11 +214,12 @@ class SocketSession:
             if self.bucket.dropping_for() >= SUSTAINED_ABUSE_S:
                 self.connection.close_soon(CLOSE_POLICY, "rate limit exceeded")
                 return
-            metrics.error_sent("rate_limited")
+            refused = RateLimited()
+            metrics.error_sent(refused.code)
             limited = ErrorFrame(
                 type="error",
-                code="rate_limited",
-                message="Too many frames; this one was dropped",
+                code=refused.code,
+                message=refused.message,
                 retry_after_ms=retry_after_ms(wait),
             )
             self.connection.send(limited, _peek_request_id(raw))
@@ -321,8 +320,8 @@ class SocketSession:
         session = self._typing_in.get(session_id)
         if session is None:
             async with self.state.db.transaction() as s:
-                row = await session_repository.session_row(s, session_id)
-            session = self._typing_in[session_id] = live_session_of(row, self.actor)
+                session = await sessions.live_session_for(s, session_id, self.actor)
+            self._typing_in[session_id] = session
         await publish(self.state.broker, self.state.typing.typing(session, self.role, is_typing))
 
     def _refresh(self, token: str, request_id: str | None) -> None:

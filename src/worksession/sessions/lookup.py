@@ -15,7 +15,10 @@ from worksession.errors import SessionNotFound
 from worksession.kit import cursor
 from worksession.kit.clock import utcnow
 from worksession.models import WorkSession
+from worksession.pipeline.commands import Actor
+from worksession.pipeline.rows import SessionRow
 from worksession.sessions import repository
+from worksession.sessions.access import live_session_of
 from worksession.sessions.lifecycle import check_replay_allowed
 from worksession.sessions.schemas import (
     LiveState,
@@ -31,6 +34,12 @@ from worksession.sessions.states import SessionState, is_live
 
 Participant = Literal["seeker", "provider"]
 CancelledBy = Literal["seeker", "provider", "system"]
+
+
+async def live_session_for(db: AsyncSession, session_id: uuid.UUID, actor: Actor) -> SessionRow:
+    """The live session ``actor`` takes part in, read without a lock, or the error the
+    pipeline's commands would get (``session_not_found``, ``invalid_state``)."""
+    return live_session_of(await repository.session_row(db, session_id), actor)
 
 
 async def replay_allowed(

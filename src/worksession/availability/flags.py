@@ -10,9 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from worksession.availability import repository
 from worksession.pipeline.commands import SetAvailability
 from worksession.pipeline.decision import Decision, Flag, Result, SetFlag, Write
 from worksession.pipeline.world import World
@@ -46,11 +44,3 @@ def _after(world: World, writes: list[Write], flag: Flag, user: str) -> bool | N
         if isinstance(write, SetFlag) and write.flag == flag:
             return write.value
     return world.flag(flag, user)
-
-
-async def get_availability(db: AsyncSession, user_id: str) -> Availability:
-    """Both flags of ``user_id``; a flag never set is ``None``."""
-    return Availability(
-        provider_active=await repository.provider_active(db, user_id),
-        seeker_searching=await repository.seeker_searching(db, user_id),
-    )
