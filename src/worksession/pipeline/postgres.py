@@ -37,6 +37,7 @@ from worksession.pipeline.rows import (
     OfferRow,
     OrderRow,
     SessionRow,
+    column_value,
 )
 from worksession.pipeline.store import Conflict, Contention, Swept
 from worksession.pipeline.world import ClientKey, UserKey
@@ -79,11 +80,6 @@ def _value(table: Table, column: str) -> Callable[[Any], Any]:
     return lambda value: value
 
 
-def _attribute(row: Any, column: str) -> str:
-    """The row's attribute for ``column``: a row's ``id`` is its ``pk`` where it has one."""
-    return "pk" if column == "id" and hasattr(row, "pk") else column
-
-
 class _Rows:
     """Set-based statements over some columns of a table, built once from its metadata."""
 
@@ -106,7 +102,7 @@ class _Rows:
 
     def of(self, row: Any) -> tuple[Any, ...]:
         """The values of :attr:`columns` in ``row`` (a row dataclass; ``id`` is its ``pk``)."""
-        return tuple(getattr(row, _attribute(row, c)) for c in self.columns)
+        return tuple(column_value(row, c) for c in self.columns)
 
     def arrays(self, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
         """Column arrays of ``rows`` (each a tuple in :attr:`columns` order)."""

@@ -94,6 +94,12 @@ SESSION_MUTABLE: tuple[str, ...] = tuple(
 """The columns a batch may change; the others are fixed when the session is created."""
 
 
+def column_value(row: Any, column: str) -> Any:
+    """The value of ``column`` in a row of this module: a row's ``id`` is its ``pk`` where it
+    has one (a work order's ``id`` is its public work id)."""
+    return getattr(row, "pk" if column == "id" and hasattr(row, "pk") else column)
+
+
 def _position(lat: float | None, lng: float | None) -> geo.Position | None:
     return None if lat is None or lng is None else geo.Position(lat=lat, lng=lng)
 

@@ -46,6 +46,7 @@ from worksession.pipeline.rows import (
     OfferRow,
     OrderRow,
     SessionRow,
+    column_value,
 )
 from worksession.pipeline.store import Conflict, Swept
 from worksession.pipeline.world import ClientKey, UserKey
@@ -123,14 +124,9 @@ def _by_key(table: Table, keys: Sequence[str]) -> ColumnElement[bool]:
     return and_(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
 
 
-def _attribute(row: Any, column: str) -> str:
-    """The row's attribute for ``column``: a row's ``id`` is its ``pk`` where it has one."""
-    return "pk" if column == "id" and hasattr(row, "pk") else column
-
-
 def _params(row: Any, columns: Sequence[str], keys: Sequence[str] = ()) -> dict[str, Any]:
     values = {c: getattr(row, c) for c in columns}
-    values.update({f"k_{k}": getattr(row, _attribute(row, k)) for k in keys})
+    values.update({f"k_{k}": column_value(row, k) for k in keys})
     return values
 
 

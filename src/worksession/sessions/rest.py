@@ -192,35 +192,34 @@ async def find_sessions(
         )
 
 
-async def _end(state: AppState, session_id: uuid.UUID, end: Command) -> SessionDetail:
-    await state.pipeline.submit(end)
-    async with state.db.transaction() as db:
-        return await service.get_session_detail(db, session_id)
+def _ending_route(verb: str, command: Callable[[uuid.UUID], Command], description: str) -> None:
+    """``POST /sessions/{id}/<verb>``: the ending command of the WebSocket path, for any
+    session, answered with the session as it ended."""
+
+    async def end(session_id: SessionIdPath, _caller: ServiceCaller, state: State) -> SessionDetail:
+        await state.pipeline.submit(command(session_id))
+        async with state.db.transaction() as db:
+            return await service.get_session_detail(db, session_id)
+
+    end.__name__ = f"{verb}_session"  # the OpenAPI operation id
+    internal_router.post(
+        f"/sessions/{{session_id}}/{verb}",
+        response_model=SessionDetail,
+        summary=f"{verb.capitalize()} a live session",
+        description=description,
+        responses={**SESSION_NOT_FOUND, **ALREADY_ENDED},
+    )(end)
 
 
-@internal_router.post(
-    "/sessions/{session_id}/cancel",
-    response_model=SessionDetail,
-    summary="Cancel a live session",
-    description="The same effects and events as `cancel_connection`, with "
+_ending_route(
+    "cancel",
+    lambda session_id: CancelSession(session_id, by=None),
+    "The same effects and events as `cancel_connection`, with "
     '`cancelled_by: "system"`; both participants\' sockets then close with 1000.',
-    responses={**SESSION_NOT_FOUND, **ALREADY_ENDED},
 )
-async def cancel_session(
-    session_id: SessionIdPath, _caller: ServiceCaller, state: State
-) -> SessionDetail:
-    return await _end(state, session_id, CancelSession(session_id, by=None))
-
-
-@internal_router.post(
-    "/sessions/{session_id}/complete",
-    response_model=SessionDetail,
-    summary="Complete a live session",
-    description="The same effects and events as the provider's `complete_session`; both "
+_ending_route(
+    "complete",
+    lambda session_id: CompleteSession(session_id, provider_id=None),
+    "The same effects and events as the provider's `complete_session`; both "
     "participants' sockets then close with 1000.",
-    responses={**SESSION_NOT_FOUND, **ALREADY_ENDED},
 )
-async def complete_session(
-    session_id: SessionIdPath, _caller: ServiceCaller, state: State
-) -> SessionDetail:
-    return await _end(state, session_id, CompleteSession(session_id, provider_id=None))
