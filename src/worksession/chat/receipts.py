@@ -7,7 +7,6 @@ also after a ``resume``. A repeated or backward receipt changes and sends nothin
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 
 from worksession.errors import Forbidden, MessageNotFound
@@ -21,6 +20,7 @@ from worksession.pipeline.decision import (
     PutSession,
     Write,
 )
+from worksession.pipeline.rows import evolve
 from worksession.pipeline.world import World
 from worksession.sessions.access import live_session_of, logged
 from worksession.sessions.states import MessageStatus
@@ -65,11 +65,11 @@ def decide_acknowledge(world: World, command: AcknowledgeMessage, now: datetime)
     for step in STEPS_TO[command.status]:
         if message.delivery_status != _FROM[step].value:
             continue
-        message = dataclasses.replace(message, delivery_status=step.value, updated_at=now)
+        message = evolve(message, delivery_status=step.value, updated_at=now)
         if step is MessageStatus.DELIVERED:
-            message = dataclasses.replace(message, delivered_at=now)
+            message = evolve(message, delivered_at=now)
         else:
-            message = dataclasses.replace(message, read_at=now)
+            message = evolve(message, read_at=now)
         steps.append(
             (
                 "message_status",

@@ -10,7 +10,6 @@ could foresee, a second worker creating a session for the same seeker at the sam
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -36,7 +35,7 @@ from worksession.pipeline.decision import (
     SetFlag,
     Write,
 )
-from worksession.pipeline.rows import OfferRow, OrderRow, SessionRow
+from worksession.pipeline.rows import OfferRow, OrderRow, SessionRow, evolve
 from worksession.pipeline.world import World
 from worksession.protocol import outbound as out
 from worksession.sessions.access import logged
@@ -114,7 +113,7 @@ def decide_accept(world: World, command: AcceptWork, now: datetime) -> Decision:
     data = {"work_id": order.id, "connection_state": SessionState.WAITING.value}
     session, events = logged(session, now, [("work_accepted", data)])
     withdrawn = [
-        dataclasses.replace(other, status=OfferStatus.WITHDRAWN.value, updated_at=now)
+        evolve(other, status=OfferStatus.WITHDRAWN.value, updated_at=now)
         for other in world.offers_of(order.id)
         if other.status == OFFERED and other.provider_id != command.provider_id
     ]
@@ -182,9 +181,7 @@ def decide_expire(world: World, command: ExpireOffers, now: datetime) -> Decisio
         for offer in world.offers_of(work_id):
             if offer.status == OFFERED:
                 writes.append(
-                    PutOffer(
-                        dataclasses.replace(offer, status=OfferStatus.EXPIRED.value, updated_at=now)
-                    )
+                    PutOffer(evolve(offer, status=OfferStatus.EXPIRED.value, updated_at=now))
                 )
                 notices.append(Notice((("provider", offer.provider_id),), gone))
     count = sum(isinstance(w, PutOrder) for w in writes)
@@ -212,11 +209,11 @@ def _open_offer(
 
 
 def _moved(order: OrderRow, status: WorkOrderStatus, now: datetime) -> OrderRow:
-    return dataclasses.replace(order, status=status.value, updated_at=now)
+    return evolve(order, status=status.value, updated_at=now)
 
 
 def _answered(offer: OfferRow, status: OfferStatus, now: datetime) -> OfferRow:
-    return dataclasses.replace(offer, status=status.value, responded_at=now, updated_at=now)
+    return evolve(offer, status=status.value, responded_at=now, updated_at=now)
 
 
 # --- what the offers look like from outside -------------------------------------------------

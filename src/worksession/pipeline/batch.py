@@ -135,7 +135,8 @@ async def flush(tx: Transaction, world: World, now: datetime) -> list[Swept]:
         logger.warning("work orders %s were not 'accepted' when their sessions ended", stuck)
     pks = {row.session_id: row.pk for row in world.sessions.values() if row.pk is not None}
     pks.update(await tx.insert_sessions(list(changes.new_sessions.values())))
-    await tx.update_sessions(list(changes.sessions.values()))
+    for columns, rows in world.session_updates().items():
+        await tx.update_sessions(columns, rows)
     await tx.insert_messages(list(changes.new_messages.values()), pks)
     await tx.update_messages(list(changes.messages.values()))
     await tx.expire_chats(list(changes.expired_chats.values()), pks)

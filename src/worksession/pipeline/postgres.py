@@ -14,6 +14,7 @@ plan sees the tables' current size every time, for some tens of microseconds of 
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -32,12 +33,12 @@ from worksession.models import Base
 from worksession.pipeline.decision import ExpireChat, Flag, Sweep
 from worksession.pipeline.rows import (
     SESSION_COLUMNS,
-    SESSION_MUTABLE,
     MessageRow,
     OfferRow,
     OrderRow,
     SessionRow,
     column_value,
+    from_record,
 )
 from worksession.pipeline.store import Conflict, Contention, Swept
 from worksession.pipeline.world import ClientKey, UserKey
@@ -86,6 +87,7 @@ class _Rows:
     def __init__(self, table: Table, columns: Sequence[str]) -> None:
         self.table = table
         self.columns = tuple(columns)
+        self.statement = ""
         self._encoders = [_value(table, c) for c in self.columns]
 
     def unnest(self, first_param: int = 1) -> str:
@@ -127,7 +129,6 @@ class _Rows:
 _SESSIONS: Final = Base.metadata.tables["work_sessions"]
 _SESSION_SELECT: Final = ", ".join(f"s.{c}" for c in ("id", *SESSION_COLUMNS))
 _SESSION_INSERT: Final = _Rows(_SESSIONS, SESSION_COLUMNS)
-_SESSION_UPDATE: Final = _Rows(_SESSIONS, ("id", *SESSION_MUTABLE))
 
 _MESSAGE_SELECT: Final = (
     "m.id, m.message_id, s.session_id, m.sender_id, m.sender_type, m.message_text,"
@@ -257,12 +258,21 @@ _SWEEP_EVENTS: Final = (
 )
 
 
+@functools.cache
+def _session_update(columns: tuple[str, ...]) -> _Rows:
+    """The UPDATE of these session columns (a batch writes only what changed; the column
+    sets that occur are few: chat, a fix, a move, an ending)."""
+    shape = _Rows(_SESSIONS, ("id", *columns))
+    shape.statement = shape.update(["id"])
+    return shape
+
+
 def _session(record: Sequence[Any]) -> SessionRow:
-    return SessionRow(record[0], *record[1:])
+    return from_record(SessionRow, record)
 
 
 def _message(record: Sequence[Any]) -> MessageRow:
-    return MessageRow(*record)
+    return from_record(MessageRow, record)
 
 
 def _deleted(status: str) -> int:
@@ -359,8 +369,9 @@ class PostgresTransaction:
         )
         return {r[0]: r[1] for r in records}
 
-    async def update_sessions(self, rows: Sequence[SessionRow]) -> None:
-        await self._rows(_SESSION_UPDATE.update(["id"]), _SESSION_UPDATE, rows)
+    async def update_sessions(self, columns: Sequence[str], rows: Sequence[SessionRow]) -> None:
+        shape = _session_update(tuple(columns))
+        await self._rows(shape.statement, shape, rows)
 
     async def insert_messages(self, rows: Sequence[MessageRow], pks: dict[uuid.UUID, int]) -> None:
         if not rows:

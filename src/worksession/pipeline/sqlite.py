@@ -41,12 +41,12 @@ from worksession.models import Base, ProviderActiveStatus, SeekerSearchPreferenc
 from worksession.pipeline.decision import ExpireChat, Flag, Sweep
 from worksession.pipeline.rows import (
     SESSION_COLUMNS,
-    SESSION_MUTABLE,
     MessageRow,
     OfferRow,
     OrderRow,
     SessionRow,
     column_value,
+    from_record,
 )
 from worksession.pipeline.store import Conflict, Swept
 from worksession.pipeline.world import ClientKey, UserKey
@@ -166,19 +166,22 @@ class SqliteTransaction:
             .where(or_(_SESSIONS.c.session_id.in_(session_ids), _SESSIONS.c.id.in_(of_messages)))
             .order_by(_SESSIONS.c.id)
         )
-        return [SessionRow(*r) for r in records]
+        return [from_record(SessionRow, r) for r in records]
 
     async def messages(self, message_ids: Sequence[uuid.UUID]) -> list[MessageRow]:
         if not message_ids:
             return []
         statement = _message_select().where(_MESSAGES.c.message_id.in_(message_ids))
-        return [MessageRow(*r) for r in await self._all(statement)]
+        return [from_record(MessageRow, r) for r in await self._all(statement)]
 
     async def sent_messages(self, keys: Sequence[ClientKey]) -> list[MessageRow]:
         if not keys:
             return []
         key = tuple_(_SESSIONS.c.session_id, _MESSAGES.c.sender_id, _MESSAGES.c.client_msg_id)
-        return [MessageRow(*r) for r in await self._all(_message_select().where(key.in_(keys)))]
+        return [
+            from_record(MessageRow, r)
+            for r in await self._all(_message_select().where(key.in_(keys)))
+        ]
 
     async def offers(self, work_ids: Sequence[int]) -> list[OfferRow]:
         if not work_ids:
@@ -262,8 +265,8 @@ class SqliteTransaction:
             pks[row.session_id] = result.scalar_one()
         return pks
 
-    async def update_sessions(self, rows: Sequence[SessionRow]) -> None:
-        await self._update(_SESSIONS, SESSION_MUTABLE, ("id",), rows)
+    async def update_sessions(self, columns: Sequence[str], rows: Sequence[SessionRow]) -> None:
+        await self._update(_SESSIONS, columns, ("id",), rows)
 
     async def insert_messages(self, rows: Sequence[MessageRow], pks: dict[uuid.UUID, int]) -> None:
         if rows:

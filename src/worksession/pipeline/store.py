@@ -105,8 +105,8 @@ class Transaction(Protocol):
         concurrent transaction raises :class:`Conflict`."""
         ...
 
-    async def update_sessions(self, rows: Sequence[SessionRow]) -> None:
-        """Store every mutable column of each (locked) session."""
+    async def update_sessions(self, columns: Sequence[str], rows: Sequence[SessionRow]) -> None:
+        """Store ``columns`` of each (locked) session."""
         ...
 
     async def insert_messages(self, rows: Sequence[MessageRow], pks: dict[uuid.UUID, int]) -> None:

@@ -28,7 +28,14 @@ from worksession.pipeline.decision import (
     Sweep,
     Write,
 )
-from worksession.pipeline.rows import MessageRow, OfferRow, OrderRow, Policy, SessionRow
+from worksession.pipeline.rows import (
+    SESSION_MUTABLE,
+    MessageRow,
+    OfferRow,
+    OrderRow,
+    Policy,
+    SessionRow,
+)
 
 ClientKey = tuple[uuid.UUID, str, str]
 """(session id, sender id, client_msg_id): what makes a retried message the same message."""
@@ -91,6 +98,8 @@ class World:
     due_orders: tuple[int, ...] = ()
     """Pending orders past their deadline, locked (asked for by ``ExpireOffers``)."""
     changes: Changes = field(default_factory=Changes)
+    loaded_sessions: dict[uuid.UUID, SessionRow] = field(default_factory=dict)
+    """The sessions as loaded: what each update of the batch is compared with."""
 
     @classmethod
     def of(
@@ -108,6 +117,7 @@ class World:
         world = cls(policy=policy, flags=dict(flags or {}), due_orders=tuple(due_orders))
         for session in sessions:
             world._put_session(session)
+            world.loaded_sessions[session.session_id] = session
         for message in messages:
             world._put_message(message)
         for order in orders:
@@ -141,6 +151,18 @@ class World:
 
     def flag(self, flag: Flag, user_id: str) -> bool | None:
         return self.flags.get((flag, user_id))
+
+    def session_updates(self) -> dict[tuple[str, ...], list[SessionRow]]:
+        """The batch's updated sessions grouped by the columns that changed: a chat batch
+        writes ``last_seq`` and ``updated_at``, not every column of every session."""
+        groups: dict[tuple[str, ...], list[SessionRow]] = {}
+        for session_id, row in self.changes.sessions.items():
+            before = self.loaded_sessions[session_id].__dict__
+            after = row.__dict__
+            columns = tuple(c for c in SESSION_MUTABLE if after[c] != before[c])
+            if columns:
+                groups.setdefault(columns, []).append(row)
+        return groups
 
     # --- evolving (for the pipeline) ----------------------------------------------------
 

@@ -3,7 +3,6 @@ session-scoped command shares, written once."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from worksession.errors import InvalidState, SessionNotFound
 from worksession.eventlog.events import LoggedEvent, NewEvent, numbered
 from worksession.pipeline.commands import Actor
-from worksession.pipeline.rows import SessionRow
+from worksession.pipeline.rows import SessionRow, evolve
 
 
 def session_of(session: SessionRow | None, actor: Actor | None) -> SessionRow:
@@ -33,7 +32,7 @@ def live_session_of(session: SessionRow | None, actor: Actor | None) -> SessionR
 
 def changed(session: SessionRow, now: datetime, **columns: Any) -> SessionRow:
     """``session`` with ``columns`` changed, as of ``now``."""
-    return dataclasses.replace(session, updated_at=now, **columns)
+    return evolve(session, updated_at=now, **columns)
 
 
 def logged(

@@ -8,7 +8,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worksession.models import WorkSession
-from worksession.pipeline.rows import SESSION_COLUMNS, SessionRow
+from worksession.pipeline.rows import SESSION_COLUMNS, SessionRow, from_record
 from worksession.sessions.location import LivePositions
 from worksession.sessions.states import LIVE_STATES
 
@@ -64,7 +64,7 @@ async def session_row(db: AsyncSession, session_id: uuid.UUID) -> SessionRow | N
         table.c.session_id == session_id
     )
     row = (await db.execute(query)).first()
-    return None if row is None else SessionRow(*row)
+    return None if row is None else from_record(SessionRow, row)
 
 
 async def session_id_of_order(db: AsyncSession, work_id: int) -> uuid.UUID | None:
