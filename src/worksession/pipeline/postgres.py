@@ -181,9 +181,12 @@ _OFFER_UPDATE: Final = _Rows(
     ("work_order_id", "provider_id", "status", "updated_at", "responded_at"),
 )
 
+# Two index lookups joined by UNION, not one WHERE with an OR: PostgreSQL cannot serve
+# "session_id = ANY(...) OR id IN (subquery)" from an index and read the whole table.
 _LOCK_SESSIONS: Final = (
-    f"SELECT {_SESSION_SELECT} FROM work_sessions s WHERE s.session_id = ANY($1::uuid[])"
-    " OR s.id IN (SELECT session_id FROM chat_messages WHERE message_id = ANY($2::uuid[]))"
+    f"SELECT {_SESSION_SELECT} FROM work_sessions s WHERE s.id IN ("
+    "SELECT id FROM work_sessions WHERE session_id = ANY($1::uuid[])"
+    " UNION SELECT session_id FROM chat_messages WHERE message_id = ANY($2::uuid[]))"
     " ORDER BY s.id FOR UPDATE"
 )
 _MESSAGES: Final = (
