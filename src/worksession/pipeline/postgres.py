@@ -14,6 +14,7 @@ plan sees the tables' current size every time, for some tens of microseconds of 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import uuid
@@ -24,7 +25,7 @@ from typing import Any, Final
 
 import asyncpg
 from sqlalchemy import JSON, Boolean, Float, Integer, String, Table, Text, Uuid
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.engine import make_url
 
 from worksession.eventlog.events import LoggedEvent
 from worksession.kit.db import is_database_unavailable
@@ -84,11 +85,14 @@ def _value(table: Table, column: str) -> Callable[[Any], Any]:
 class _Rows:
     """Set-based statements over some columns of a table, built once from its metadata."""
 
-    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+    def __init__(
+        self, table: Table, columns: Sequence[str], *, keys: Sequence[str] = ("id",)
+    ) -> None:
         self.table = table
         self.columns = tuple(columns)
-        self.statement = ""
         self._encoders = [_value(table, c) for c in self.columns]
+        self.inserting = self.insert()
+        self.updating = self.update(keys)
 
     def unnest(self, first_param: int = 1) -> str:
         """``unnest($1::t[], ...) AS v(columns)`` over :attr:`columns`."""
@@ -129,6 +133,7 @@ class _Rows:
 _SESSIONS: Final = Base.metadata.tables["work_sessions"]
 _SESSION_SELECT: Final = ", ".join(f"s.{c}" for c in ("id", *SESSION_COLUMNS))
 _SESSION_INSERT: Final = _Rows(_SESSIONS, SESSION_COLUMNS)
+_INSERT_SESSIONS: Final = _SESSION_INSERT.insert(returning="session_id, id")
 
 _MESSAGE_SELECT: Final = (
     "m.id, m.message_id, s.session_id, m.sender_id, m.sender_type, m.message_text,"
@@ -179,6 +184,7 @@ _OFFER_INSERT: Final = _Rows(Base.metadata.tables["work_offers"], _OFFER_COLUMNS
 _OFFER_UPDATE: Final = _Rows(
     Base.metadata.tables["work_offers"],
     ("work_order_id", "provider_id", "status", "updated_at", "responded_at"),
+    keys=("work_order_id", "provider_id"),
 )
 
 # Two index lookups joined by UNION, not one WHERE with an OR: PostgreSQL cannot serve
@@ -265,9 +271,7 @@ _SWEEP_EVENTS: Final = (
 def _session_update(columns: tuple[str, ...]) -> _Rows:
     """The UPDATE of these session columns (a batch writes only what changed; the column
     sets that occur are few: chat, a fix, a move, an ending)."""
-    shape = _Rows(_SESSIONS, ("id", *columns))
-    shape.statement = shape.update(["id"])
-    return shape
+    return _Rows(_SESSIONS, ("id", *columns))
 
 
 def _session(record: Sequence[Any]) -> SessionRow:
@@ -340,18 +344,16 @@ class PostgresTransaction:
         return [r[0] for r in await self._c.fetch(_RESERVE_WORK_IDS, count)]
 
     async def insert_orders(self, rows: Sequence[OrderRow]) -> None:
-        await self._rows(_ORDER_INSERT.insert(), _ORDER_INSERT, rows)
+        await self._rows(_ORDER_INSERT.inserting, _ORDER_INSERT, rows)
 
     async def update_orders(self, rows: Sequence[OrderRow]) -> None:
-        await self._rows(_ORDER_UPDATE.update(["id"]), _ORDER_UPDATE, rows)
+        await self._rows(_ORDER_UPDATE.updating, _ORDER_UPDATE, rows)
 
     async def insert_offers(self, rows: Sequence[OfferRow]) -> None:
-        await self._rows(_OFFER_INSERT.insert(), _OFFER_INSERT, rows)
+        await self._rows(_OFFER_INSERT.inserting, _OFFER_INSERT, rows)
 
     async def update_offers(self, rows: Sequence[OfferRow]) -> None:
-        await self._rows(
-            _OFFER_UPDATE.update(["work_order_id", "provider_id"]), _OFFER_UPDATE, rows
-        )
+        await self._rows(_OFFER_UPDATE.updating, _OFFER_UPDATE, rows)
 
     async def finish_orders(self, statuses: dict[int, str], now: datetime) -> list[int]:
         if not statuses:
@@ -367,14 +369,14 @@ class PostgresTransaction:
         if not rows:
             return {}
         records = await self._c.fetch(
-            _SESSION_INSERT.insert(returning="session_id, id"),
+            _INSERT_SESSIONS,
             *_SESSION_INSERT.arrays([_SESSION_INSERT.of(r) for r in rows]),
         )
         return {r[0]: r[1] for r in records}
 
     async def update_sessions(self, columns: Sequence[str], rows: Sequence[SessionRow]) -> None:
         shape = _session_update(tuple(columns))
-        await self._rows(shape.statement, shape, rows)
+        await self._rows(shape.updating, shape, rows)
 
     async def insert_messages(self, rows: Sequence[MessageRow], pks: dict[uuid.UUID, int]) -> None:
         if not rows:
@@ -384,10 +386,10 @@ class PostgresTransaction:
             tuple(pks[r.session_id] if c == "session_id" else getattr(r, c) for c in columns)
             for r in rows
         ]
-        await self._c.execute(_MESSAGE_INSERT.insert(), *_MESSAGE_INSERT.arrays(values))
+        await self._c.execute(_MESSAGE_INSERT.inserting, *_MESSAGE_INSERT.arrays(values))
 
     async def update_messages(self, rows: Sequence[MessageRow]) -> None:
-        await self._rows(_MESSAGE_UPDATE.update(["id"]), _MESSAGE_UPDATE, rows)
+        await self._rows(_MESSAGE_UPDATE.updating, _MESSAGE_UPDATE, rows)
 
     async def expire_chats(self, chats: Sequence[ExpireChat], pks: dict[uuid.UUID, int]) -> None:
         if chats:
@@ -426,37 +428,65 @@ class PostgresTransaction:
 
 
 class PostgresStore:
+    """One connection of its own, held from batch to batch (the pipeline runs one batch at
+    a time): no pool checkout, no pre-ping, no reset on return, each of which cost a
+    round trip or its CPU per batch. A connection that fails is dropped and the next
+    batch opens a new one."""
+
     dialect = "postgresql"
 
     def __init__(self, url: str) -> None:
-        # A pool of its own: without the main engine's pre-ping (three round trips per
-        # checkout, as many as a whole batch's statements; a connection that turns out
-        # dead is invalidated below instead) and with custom plans (see the module).
-        self._engine: AsyncEngine = create_async_engine(
-            url,
-            hide_parameters=True,
-            pool_size=2,
-            max_overflow=2,
-            pool_recycle=1800,
-            connect_args={"server_settings": SERVER_SETTINGS},
-        )
+        self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._connection: Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connect(self) -> Connection:
+        connection = await asyncpg.connect(self._dsn, server_settings=SERVER_SETTINGS)
+        # jsonb travels as JSON text (the statements cast text arrays) and reads back
+        # decoded, as through SQLAlchemy.
+        for kind in ("json", "jsonb"):
+            await connection.set_type_codec(
+                kind, encoder=str, decoder=json.loads, schema="pg_catalog"
+            )
+        return connection
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
-        async with self._engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver = raw.driver_connection
+        async with self._lock:
+            if self._connection is None or self._connection.is_closed():
+                self._connection = await self._connect()
+            connection = self._connection
             try:
-                async with driver.transaction():  # type: ignore[union-attr]
-                    yield PostgresTransaction(driver)
+                # BEGIN and COMMIT as plain statements: asyncpg's Transaction object costs
+                # more than the round trip itself, for nothing used here (no savepoints).
+                await connection.execute("BEGIN")
+                try:
+                    yield PostgresTransaction(connection)
+                except BaseException:
+                    await self._roll_back(connection)
+                    raise
+                await connection.execute("COMMIT")
             except asyncpg.UniqueViolationError as exc:
                 raise Conflict(exc.constraint_name) from exc
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
                 raise Contention(type(exc).__name__) from exc
             except BaseException as exc:
-                if is_database_unavailable(exc):
-                    await connection.invalidate()
+                if is_database_unavailable(exc) or isinstance(exc, asyncio.CancelledError):
+                    self._connection = None
+                    connection.terminate()
                 raise
 
+    async def _roll_back(self, connection: Connection) -> None:
+        """ROLLBACK, or drop a connection that cannot even do that."""
+        try:
+            if not connection.is_closed():
+                await connection.execute("ROLLBACK")
+        except (Exception, asyncio.CancelledError):
+            self._connection = None
+            connection.terminate()
+
     async def dispose(self) -> None:
-        await self._engine.dispose()
+        async with self._lock:
+            if self._connection is not None:
+                connection, self._connection = self._connection, None
+                await connection.close(timeout=5)
