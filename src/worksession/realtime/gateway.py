@@ -74,6 +74,16 @@ CLOSE_WRONG_ROLE = 4403
 SUSTAINED_ABUSE_S = 10.0
 
 
+SOCKET_PATHS: dict[str, Role] = {
+    "/ws/work/seeker/": "seeker",
+    "/ws/work/seeker": "seeker",
+    "/ws/work/provider/": "provider",
+    "/ws/work/provider": "provider",
+}
+"""The gateway's paths; ``main.SocketsFirst`` routes them past the framework, the routes
+below serve them in an application used without it (the tests' in-process app)."""
+
+
 @router.websocket("/ws/work/seeker/")
 @router.websocket("/ws/work/seeker")
 async def seeker_socket(websocket: WebSocket) -> None:
