@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -12,8 +13,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@functools.lru_cache(maxsize=256)
 def isoformat_z(moment: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z`` suffix and millisecond precision, as the contract says."""
+    """ISO 8601 in UTC with a ``Z`` suffix and millisecond precision, as the contract says.
+
+    Cached: the frames of one batch or one tick share their time, and formatting it was a
+    tenth of a distance tick's CPU."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
