@@ -1,10 +1,12 @@
 """The servers under test, started the way an operator starts them.
 
 ``worksession`` runs as ``python -m worksession serve`` on a fresh PostgreSQL database (made
-by the migrations, dropped afterwards) with Redis. "Two workers" are two such processes on
-two ports sharing the database and Redis: that is what ``serve --workers 2`` runs, with the
-placement of each socket under the benchmark's control, so that same-worker and cross-worker
-traffic are measured apart (uvicorn's shared listening socket would mix them at random).
+by the migrations, dropped afterwards) with Redis, or as the embedded default: one process
+on a fresh SQLite file, without Redis (it migrates the file itself when it starts). "Two
+workers" are two such processes on two ports sharing the database and Redis: that is what
+``serve --workers 2`` runs, with the placement of each socket under the benchmark's
+control, so that same-worker and cross-worker traffic are measured apart (uvicorn's shared
+listening socket would mix them at random).
 
 The baseline, :mod:`bench.relay`, runs under the same uvicorn flags as ``serve`` uses.
 """
@@ -193,27 +195,33 @@ def _clean_environment() -> dict[str, str]:
 @contextlib.contextmanager
 def worksession(
     database_url: str,
-    redis_url: str,
+    redis_url: str | None,
     log_dir: Path,
     *,
     workers: int = 1,
     **overrides: str,
 ) -> Iterator[Deployment]:
-    """``workers`` ``worksession serve`` processes on ``database_url`` (already migrated)
-    and Redis, with ``WORKSESSION_<NAME>`` from ``overrides``. Logs at WARNING, as a
-    production deployment under load would run; anything logged is kept in ``log_dir``."""
+    """``workers`` ``worksession serve`` processes on ``database_url`` (already migrated,
+    unless it is SQLite: ``serve`` migrates the embedded default itself) and Redis, with
+    ``WORKSESSION_<NAME>`` from ``overrides``. ``redis_url=None`` leaves
+    ``WORKSESSION_REDIS_URL`` unset: the in-process broker, which serves one worker only.
+    Logs at WARNING, as a production deployment under load would run; anything logged is
+    kept in ``log_dir``."""
+    if redis_url is None and workers > 1:
+        raise ValueError("several workers need Redis (the in-process broker serves one)")
     env = _clean_environment()
     env.update(
         {
             "WORKSESSION_ENV": "test",
             "WORKSESSION_DATABASE_URL": database_url,
-            "WORKSESSION_REDIS_URL": redis_url,
-            "WORKSESSION_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
             "WORKSESSION_JWT_SECRET": SECRET,
             "WORKSESSION_LOG_LEVEL": "WARNING",
-            **{f"WORKSESSION_{k.upper()}": v for k, v in overrides.items()},
         }
     )
+    if redis_url is not None:
+        env["WORKSESSION_REDIS_URL"] = redis_url
+        env["WORKSESSION_REDIS_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}"
+    env.update({f"WORKSESSION_{k.upper()}": v for k, v in overrides.items()})
     processes: list[Process] = []
     try:
         for _ in range(workers):
@@ -222,7 +230,7 @@ def worksession(
             processes.append(_spawn(command, env, log_dir, port))
         for process in processes:
             _wait_healthy(process, "/healthz")
-        yield Deployment(processes, database_url, env["WORKSESSION_REDIS_PREFIX"])
+        yield Deployment(processes, database_url, env.get("WORKSESSION_REDIS_PREFIX"))
     finally:
         _stop(processes)
 
@@ -261,3 +269,8 @@ async def start_in_thread(
     """Enter ``deployment`` (which blocks until they answer) in a thread, so that the event
     loop starts the load generators meanwhile; ``running`` stops them."""
     return await asyncio.to_thread(running.enter_context, deployment)
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of the embedded default's database file at ``path``."""
+    return f"sqlite+aiosqlite:///{path.resolve()}"

@@ -77,7 +77,6 @@ for 60 s): a subscriber that falls behind a burst is not disconnected."""
 
 PACED_FRACTION = 0.25
 """The paced rounds run at this fraction of the worksession path's burst throughput."""
-TARGET_RATIO = 0.5
 
 
 def _frame(session_id: str, sender_type: str, sent_at: float, pad: str) -> dict[str, Any]:
@@ -420,7 +419,7 @@ async def run(context: report.Context) -> report.Scenario:
         problems.append(f"server tracebacks: {tracebacks[0][-2000:]}")
     if problems:
         raise RuntimeError("; ".join(problems))
-    _report(scenario, rounds, context.smoke)
+    _report(scenario, rounds)
     return scenario
 
 
@@ -475,7 +474,7 @@ async def _measure(
     return rounds
 
 
-def _report(scenario: report.Scenario, rounds: list[dict[str, Any]], smoke: bool) -> None:
+def _report(scenario: report.Scenario, rounds: list[dict[str, Any]]) -> None:
     def median(path: str, mode: str, key: str) -> float:
         values = [r[key] for r in rounds if r["path"] == path and r["mode"] == mode]
         return statistics.median(values) if values else float("nan")
@@ -507,12 +506,6 @@ def _report(scenario: report.Scenario, rounds: list[dict[str, Any]], smoke: bool
         for r in rounds
     ]
     ours, raw = median("worksession", "burst", "per_s"), median("raw redis-py", "burst", "per_s")
-    ratio = ours / raw if raw else float("nan")
-    scenario.targets.append(
-        report.Target(
-            "fan-out throughput",
-            f">= {TARGET_RATIO:g}x raw redis-py",
-            f"{ratio:.2f}x ({ours:,.0f} vs {raw:,.0f} messages/s)",
-            None if smoke else ratio >= TARGET_RATIO,
-        )
-    )
+    # No target: the current issue states none for fan-out (the earlier issue's ">= 0.5x
+    # raw redis-py" is gone); the ratio stays a measurement.
+    scenario.extra["burst_x_raw"] = ours / raw if raw else float("nan")

@@ -98,9 +98,11 @@ SMOKE = {
     "workers": [2],
 }
 
-TARGET_RATE = 5_000
+TARGET_RATE_RATIO = 0.5
+"""Throughput on 2 workers at p99 <= TARGET_P99_MS, as a ratio to the bare relay's."""
 TARGET_P99_MS = 50.0
-TARGET_CPU_US = 150.0
+TARGET_CPU_RATIO = 5.0
+"""Server CPU per fix on 2 workers, as a ratio to the bare relay's per frame."""
 
 
 # --- the load generator ----------------------------------------------------------------
@@ -729,7 +731,7 @@ async def run(context: report.Context) -> report.Scenario:
                     await _plan(pool, sessions, bare, size, anchor=0)
                     label = "bare relay, 1 worker"
                     saturation[label] = await _ramp(
-                        pool, bare, label, size["relay_rates"], size, sessions_n, steps
+                        pool, bare, label, _relay_rates(size), size, sessions_n, steps
                     )
                     await pool.phase({"op": "drop"})
                 for anchor, workers in enumerate(size["workers"], start=1):
@@ -748,6 +750,12 @@ async def run(context: report.Context) -> report.Scenario:
     finally:
         await servers.drop_database(context.postgres_url, url)
     return _scenario(context, size, steps, saturation, source)
+
+
+def _relay_rates(size: dict[str, Any]) -> list[int]:
+    """The relay's ladder, with worksession's rates in it: its CPU per frame is then known
+    at every rate worksession kept up with."""
+    return sorted(set(size["relay_rates"]) | set(size["rates"]))
 
 
 async def _ramp(
@@ -770,6 +778,16 @@ async def _ramp(
     return None
 
 
+def _comparable(relay: list[Step], offered: float) -> Step:
+    """The relay's step at ``offered``; failing that, its unsaturated step nearest in rate
+    (CPU per operation falls as the rate rises: compare like with like)."""
+    same = [s for s in relay if s.offered == offered]
+    if same:
+        return same[0]
+    candidates = [s for s in relay if not s.saturated] or relay
+    return min(candidates, key=lambda s: abs(math.log(s.offered / offered)))
+
+
 def _scenario(
     context: report.Context,
     size: dict[str, Any],
@@ -784,49 +802,73 @@ def _scenario(
         columns=COLUMNS,
     )
     relay = [s for s in steps if s.server.startswith("bare relay")]
+    relay_label = relay[0].server
     relay_best = max(relay, key=lambda s: s.achieved)
-    calm = [s for s in relay if not s.saturated] or relay
-    relay_us = sum(s.server_cpu_s for s in calm) * 1e6 / max(sum(s.ingested for s in calm), 1)
     for step in steps:
-        scenario.add(**step.row(), **{"CPU x relay": round(step.cpu_us / relay_us, 1)})
+        against = _comparable(relay, step.offered)
+        scenario.add(**step.row(), **{"CPU x relay": round(step.cpu_us / against.cpu_us, 1)})
     two = [s for s in steps if s.server == "worksession, 2 workers"]
-    best = max(two, key=lambda s: s.achieved) if two else None
-    # The rate target holds at the highest step that kept up with its offered rate at
-    # the p99 limit; the CPU target is judged at that step (or the busiest one).
+    # Throughput: the highest rate achieved by a 2-worker step that kept up with its
+    # offered rate at the p99 limit. CPU: the highest 2-worker step that kept up at all
+    # (the lowest if none did), against the relay's step at the same offered rate.
     good = [
         s
         for s in two
-        if s.achieved >= SATURATED * s.offered and s.latency.percentile(0.99) / 1000 <= 50
+        if s.achieved >= SATURATED * s.offered
+        and s.latency.percentile(0.99) / 1000 <= TARGET_P99_MS
     ]
-    top = max(good, key=lambda s: s.offered) if good else None
-    cpu_at = top or best
+    top = max(good, key=lambda s: s.achieved) if good else None
+    kept_up = [s for s in two if not s.saturated]
+    cpu_at = max(kept_up, key=lambda s: s.offered) if kept_up else None
+    cpu_note = ""
+    if cpu_at is None and two:
+        cpu_at, cpu_note = min(two, key=lambda s: s.offered), "; no step kept up: its lowest"
     decided = not context.smoke
-    rate_text = (
-        f"{top.achieved:,.0f}/s at p99 {top.latency.percentile(0.99) / 1000:.1f} ms "
-        f"(offered {top.offered:,.0f}/s)"
-        if top
-        else "no step kept up with its offered rate at p99 <= 50 ms"
-    )
-    if best:
-        rate_text += (
-            f"; at most {best.achieved:,.0f}/s ({best.achieved / relay_best.achieved:.2f}x the "
-            f"bare relay's {relay_best.achieved:,.0f}/s on 1 worker)"
+    relay_text = f"the bare relay's {relay_best.achieved:,.0f}/s on 1 worker (offered "
+    relay_text += f"{relay_best.offered:,.0f}/s"
+    if saturation.get(relay_label) is None:
+        relay_text += "; it never saturated, so this is a lower bound of its rate"
+    relay_text += ")"
+    ratio = top.achieved / relay_best.achieved if top else 0.0
+    if top:
+        rate_text = (
+            f"{ratio:.2f}x: {top.achieved:,.0f}/s at p99 {top.latency.percentile(0.99) / 1000:.1f}"
+            f" ms (offered {top.offered:,.0f}/s) against {relay_text}"
         )
+    else:
+        rate_text = (
+            f"no 2-worker step kept up with its offered rate at p99 <= {TARGET_P99_MS:g} ms "
+            f"({relay_text})"
+        )
+    if cpu_at:
+        against = _comparable(relay, cpu_at.offered)
+        cpu_ratio = cpu_at.cpu_us / against.cpu_us
+        cpu_text = (
+            f"{cpu_ratio:.1f}x: {cpu_at.cpu_us:,.0f} us per fix at {cpu_at.offered:,.0f}/s "
+            f"offered{cpu_note}; the relay {against.cpu_us:,.0f} us per frame at "
+            f"{against.offered:,.0f}/s"
+        )
+    else:
+        cpu_ratio, cpu_text = math.nan, "2 workers not run"
     scenario.targets = [
         report.Target(
             "throughput at p99",
-            f">= {TARGET_RATE:,} updates/s at p99 <= {TARGET_P99_MS:g} ms (2 workers)",
+            f">= {TARGET_RATE_RATIO:g}x the bare relay's rate at p99 <= {TARGET_P99_MS:g} ms: "
+            "worksession's highest achieved fixes/s on 2 workers among the steps that kept up "
+            f"with their offered rate (>= {SATURATED:.0%} of it) at p99 <= {TARGET_P99_MS:g} ms "
+            "/ the relay's highest achieved frames/s in the same run (the relay runs on 1 "
+            "worker only)",
             rate_text,
-            (top is not None and top.offered >= TARGET_RATE) if decided else None,
+            (top is not None and ratio >= TARGET_RATE_RATIO) if decided else None,
         ),
         report.Target(
-            "CPU per update",
-            f"<= {TARGET_CPU_US:g} us server CPU per update",
-            f"{cpu_at.cpu_us:,.0f} us (2 workers, {cpu_at.offered:,.0f}/s offered; the bare "
-            f"relay {relay_us:.0f} us per frame)"
-            if cpu_at
-            else "-",
-            (cpu_at is not None and cpu_at.cpu_us <= TARGET_CPU_US) if decided else None,
+            "server CPU per fix",
+            f"<= {TARGET_CPU_RATIO:g}x the bare relay's per frame: judged at the highest "
+            "2-worker step that kept up with its offered rate (not saturated), against the "
+            "relay's step (1 worker) at the same offered rate (its nearest unsaturated one if "
+            "it ran none there)",
+            cpu_text,
+            (cpu_ratio <= TARGET_CPU_RATIO) if decided else None,
         ),
     ]
     scenario.extra = {
@@ -886,6 +928,9 @@ def _description(size: dict[str, Any]) -> str:
         "distance tick is pushed out to 1 h (`WORKSESSION_DISTANCE_INTERVAL_S`) so that it "
         "adds neither CPU nor unmatched frames (the ticker scenario measures it). After the "
         "steps of each deployment the database must hold every participant's last fix and "
-        "no session event. Baseline: the bare relay forwarding the same frames between the "
-        "same socket pairs (latency = intended send to the peer's receipt)."
+        "no session event. Baseline: the bare relay (1 worker) forwarding the same frames "
+        "between the same socket pairs (latency = intended send to the peer's receipt), "
+        "stepped through worksession's rates as well as its own up to its first saturated "
+        "step; *CPU x relay* is a row's server CPU per update over the relay's per frame at "
+        "the same offered rate (at its nearest unsaturated step where it ran none there)."
     )

@@ -17,6 +17,8 @@ from tests.conftest import PG_URL, REDIS_URL
 from tests.scaleout.conftest import needs_postgresql_and_redis
 
 REPOSITORY = Path(__file__).resolve().parents[2]
+WITHOUT_TARGETS = {"fanout"}
+"""Scenarios the current targets say nothing about: they measure, and judge nothing."""
 
 
 @needs_postgresql_and_redis
@@ -51,6 +53,6 @@ def test_every_scenario_runs_at_smoke_size(tmp_path: Path) -> None:
     report = docs.read_text()
     for name, result in written.items():
         assert result["rows"], f"{name} measured nothing"
-        assert result["targets"], f"{name} states no target"
+        assert result["targets"] or name in WITHOUT_TARGETS, f"{name} states no target"
         assert all(t["met"] is None for t in result["targets"]), "a smoke run decides nothing"
         assert result["title"] in report
