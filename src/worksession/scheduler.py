@@ -43,6 +43,14 @@ FAST_JOB_INTERVAL_S = 1.0
 SWEEP_INTERVAL = timedelta(hours=1)
 LEADERSHIP_REFRESH_S = 1.0
 TICK_BATCH = 500
+TICK_BURST = 100
+TICK_PAUSE_S = 0.01
+"""A slice is read a page of ``TICK_BATCH`` at a time but sent ``TICK_BURST`` sessions at
+a time, with this pause between bursts: 100 sessions hold the leader's loop for about 4 ms
+and make 200 frames that the workers deliver at once, so a slice of 10,000 sessions' 333
+goes out in four bursts over about 40 ms instead of one (up to 10,000 sessions a second).
+Bursts of 50 spread it further but cost a fifth more CPU per session (a publication per
+burst)."""
 MAX_TICK_SLICES = 60
 
 
@@ -139,13 +147,17 @@ class Jobs:
                 page = await sessions.live_sessions_with_positions(
                     s, after_id=after_id, limit=TICK_BATCH, slices=self.slices, part=part
                 )
-            await publish(self.broker, tick_outbox(page, now))
-            metrics.distance_updates("tick", len(page))
+            for start in range(0, len(page), TICK_BURST):
+                if start:
+                    await asyncio.sleep(TICK_PAUSE_S)
+                burst = page[start : start + TICK_BURST]
+                await publish(self.broker, tick_outbox(burst, now))
+                metrics.distance_updates("tick", len(burst))
             sent += len(page)
             if len(page) < TICK_BATCH:
                 break
             after_id = page[-1].id
-            await asyncio.sleep(0)
+            await asyncio.sleep(TICK_PAUSE_S)
         return sent
 
     async def expire_offers(self) -> None:
