@@ -9,6 +9,7 @@ the read side (REST, snapshots, tests) reads back through the same types.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -130,6 +131,43 @@ def _params(row: Any, columns: Sequence[str], keys: Sequence[str] = ()) -> dict[
     return values
 
 
+def _many(name: str) -> Any:
+    return bindparam(name, expanding=True)
+
+
+# Built once: constructing a Core statement of 35 columns cost more than running it.
+_LOCK_SESSIONS: Final = (
+    select(_SESSIONS.c.id, *(_SESSIONS.c[c] for c in SESSION_COLUMNS))
+    .where(
+        or_(
+            _SESSIONS.c.session_id.in_(_many("session_ids")),
+            _SESSIONS.c.id.in_(
+                select(_MESSAGES.c.session_id).where(
+                    _MESSAGES.c.message_id.in_(_many("message_ids"))
+                )
+            ),
+        )
+    )
+    .order_by(_SESSIONS.c.id)
+)
+_MESSAGES_BY_ID: Final = _message_select().where(_MESSAGES.c.message_id.in_(_many("ids")))
+_SENT: Final = _message_select().where(
+    tuple_(_SESSIONS.c.session_id, _MESSAGES.c.sender_id, _MESSAGES.c.client_msg_id).in_(
+        _many("keys")
+    )
+)
+
+
+@functools.cache
+def _update_statement(table: Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> Any:
+    return (
+        update(table)
+        .where(_by_key(table, keys))
+        .values({c: bindparam(c) for c in columns})
+        .execution_options(synchronize_session=False)
+    )
+
+
 class SqliteTransaction:
     def __init__(self, connection: AsyncConnection) -> None:
         self._c = connection
@@ -160,28 +198,23 @@ class SqliteTransaction:
     ) -> list[SessionRow]:
         if not session_ids and not message_ids:
             return []
-        of_messages = select(_MESSAGES.c.session_id).where(_MESSAGES.c.message_id.in_(message_ids))
-        records = await self._all(
-            select(_SESSIONS.c.id, *(_SESSIONS.c[c] for c in SESSION_COLUMNS))
-            .where(or_(_SESSIONS.c.session_id.in_(session_ids), _SESSIONS.c.id.in_(of_messages)))
-            .order_by(_SESSIONS.c.id)
+        result = await self._c.execute(
+            _LOCK_SESSIONS,
+            {"session_ids": list(session_ids), "message_ids": list(message_ids)},
         )
-        return [from_record(SessionRow, r) for r in records]
+        return [from_record(SessionRow, r) for r in result.all()]
 
     async def messages(self, message_ids: Sequence[uuid.UUID]) -> list[MessageRow]:
         if not message_ids:
             return []
-        statement = _message_select().where(_MESSAGES.c.message_id.in_(message_ids))
-        return [from_record(MessageRow, r) for r in await self._all(statement)]
+        result = await self._c.execute(_MESSAGES_BY_ID, {"ids": list(message_ids)})
+        return [from_record(MessageRow, r) for r in result.all()]
 
     async def sent_messages(self, keys: Sequence[ClientKey]) -> list[MessageRow]:
         if not keys:
             return []
-        key = tuple_(_SESSIONS.c.session_id, _MESSAGES.c.sender_id, _MESSAGES.c.client_msg_id)
-        return [
-            from_record(MessageRow, r)
-            for r in await self._all(_message_select().where(key.in_(keys)))
-        ]
+        result = await self._c.execute(_SENT, {"keys": list(keys)})
+        return [from_record(MessageRow, r) for r in result.all()]
 
     async def offers(self, work_ids: Sequence[int]) -> list[OfferRow]:
         if not work_ids:
@@ -337,12 +370,7 @@ class SqliteTransaction:
         self, table: Table, columns: Sequence[str], keys: Sequence[str], rows: Sequence[Any]
     ) -> None:
         if rows:
-            statement = (
-                update(table)
-                .where(_by_key(table, keys))
-                .values({c: bindparam(c) for c in columns})
-                .execution_options(synchronize_session=False)
-            )
+            statement = _update_statement(table, tuple(columns), tuple(keys))
             await self._c.execute(statement, [_params(r, columns, keys) for r in rows])
 
 

@@ -38,8 +38,10 @@ def encode(frame: Outbound) -> str:
     return frame.model_dump_json(exclude_unset=True)
 
 
-def with_request_id(text: str, request_id: str) -> str:
-    """``text`` (an encoded frame) with ``request_id`` as its last field."""
+def with_request_id(text: str, request_id: str | None) -> str:
+    """``text`` (an encoded frame) with ``request_id`` as its last field, if there is one."""
+    if request_id is None:
+        return text
     return f'{text[:-1]},"request_id":{json.dumps(request_id, ensure_ascii=False)}}}'
 
 

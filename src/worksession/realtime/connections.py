@@ -148,7 +148,7 @@ class Connection:
 
     def send(self, frame: Outbound, request_id: str | None = None) -> None:
         text = encode(frame)
-        self.offer(SendFrame(text if request_id is None else with_request_id(text, request_id)))
+        self.offer(SendFrame(with_request_id(text, request_id)))
 
     def close_soon(self, code: int, reason: str) -> None:
         """Close now, from outside the writer: whatever is still queued is dropped."""
@@ -231,7 +231,7 @@ class Connection:
         if frame is None:
             return
         text = encode(frame)
-        await self._write(text if request_id is None else with_request_id(text, request_id))
+        await self._write(with_request_id(text, request_id))
 
     async def _deliver(self, event: LoggedEvent, request_id: str | None = None) -> bool:
         """Send ``event`` unless already sent, after any events before it that this socket
@@ -275,7 +275,7 @@ class Connection:
             )
             error = WorksessionError()
             failed = encode(ErrorFrame(type="error", code=error.code, message=error.message))
-            await self._write(failed if request_id is None else with_request_id(failed, request_id))
+            await self._write(with_request_id(failed, request_id))
             return
         last = max((e.seq for e in events), default=sent.high if sent is not None else 0)
         low = min(after_seq, last)
@@ -289,7 +289,7 @@ class Connection:
         else:
             sent.low, sent.high = min(sent.low, low), max(sent.high, last)
         resumed = encode(Resumed(type="resumed", session_id=str(session_id), last_seq=sent.high))
-        await self._write(resumed if request_id is None else with_request_id(resumed, request_id))
+        await self._write(with_request_id(resumed, request_id))
 
     async def _resync(self) -> bool:
         """Deliver, through the usual seq tracking, whatever was logged after the last event
