@@ -453,13 +453,8 @@ class PostgresStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         async with self._lock:
-            if self._connection is None or self._connection.is_closed():
-                self._connection = await self._connect()
-            connection = self._connection
+            connection = await self._begin()
             try:
-                # BEGIN and COMMIT as plain statements: asyncpg's Transaction object costs
-                # more than the round trip itself, for nothing used here (no savepoints).
-                await connection.execute("BEGIN")
                 try:
                     yield PostgresTransaction(connection)
                 except BaseException:
@@ -471,10 +466,40 @@ class PostgresStore:
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
                 raise Contention(type(exc).__name__) from exc
             except BaseException as exc:
-                if is_database_unavailable(exc) or isinstance(exc, asyncio.CancelledError):
-                    self._connection = None
-                    connection.terminate()
+                # After an error of the server's (a constraint, a bad value) the connection
+                # is as good as before; after anything else its state is unknown.
+                if not isinstance(exc, asyncpg.PostgresError) or is_database_unavailable(exc):
+                    self._drop(connection)
                 raise
+
+    async def _begin(self) -> Connection:
+        """BEGIN on the held connection, or on a new one if the held one has gone bad
+        while it idled (the server ended it: asyncpg then refuses any operation)."""
+        # BEGIN and COMMIT as plain statements: asyncpg's Transaction object costs more
+        # than the round trip itself, for nothing used here (no savepoints).
+        connection = self._connection
+        if connection is not None and not connection.is_closed():
+            try:
+                await connection.execute("BEGIN")
+                return connection
+            except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError):
+                self._drop(connection)
+            except asyncpg.PostgresError as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                self._drop(connection)
+        connection = self._connection = await self._connect()
+        try:
+            await connection.execute("BEGIN")
+        except BaseException:
+            self._drop(connection)
+            raise
+        return connection
+
+    def _drop(self, connection: Connection) -> None:
+        if self._connection is connection:
+            self._connection = None
+        connection.terminate()
 
     async def _roll_back(self, connection: Connection) -> None:
         """ROLLBACK, or drop a connection that cannot even do that."""
@@ -482,8 +507,7 @@ class PostgresStore:
             if not connection.is_closed():
                 await connection.execute("ROLLBACK")
         except (Exception, asyncio.CancelledError):
-            self._connection = None
-            connection.terminate()
+            self._drop(connection)
 
     async def dispose(self) -> None:
         async with self._lock:
