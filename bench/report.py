@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,15 @@ class Context:
     log_dir: Path
     smoke: bool
     machine: dict[str, Any]
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, or NaN when the baseline measured nothing.
+
+    CPU is read from /proc in clock ticks (10 ms); a short smoke-size step can measure
+    zero, and a ratio to zero says nothing, so it is reported as "-" rather than raised.
+    """
+    return numerator / denominator if denominator > 0 else math.nan
 
 
 def _cell(value: Any) -> str:

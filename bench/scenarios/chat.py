@@ -1023,7 +1023,7 @@ def _targets(
             cpu_parts.append(f"{p}-worker: no relay step to compare with")
             cpu_ratios.append(math.nan)
             continue
-        ratio = _cpu_us(judged) / _cpu_us(against)
+        ratio = report.ratio(_cpu_us(judged), _cpu_us(against))
         cpu_ratios.append(ratio)
         cpu_parts.append(
             f"{ratio:.1f}x {p}-worker ({_cpu_us(judged):,.0f} us/message at "

@@ -806,7 +806,8 @@ def _scenario(
     relay_best = max(relay, key=lambda s: s.achieved)
     for step in steps:
         against = _comparable(relay, step.offered)
-        scenario.add(**step.row(), **{"CPU x relay": round(step.cpu_us / against.cpu_us, 1)})
+        cpu_x_relay = round(report.ratio(step.cpu_us, against.cpu_us), 1)
+        scenario.add(**step.row(), **{"CPU x relay": cpu_x_relay})
     two = [s for s in steps if s.server == "worksession, 2 workers"]
     # Throughput: the highest rate achieved by a 2-worker step that kept up with its
     # offered rate at the p99 limit. CPU: the highest 2-worker step that kept up at all
@@ -842,7 +843,7 @@ def _scenario(
         )
     if cpu_at:
         against = _comparable(relay, cpu_at.offered)
-        cpu_ratio = cpu_at.cpu_us / against.cpu_us
+        cpu_ratio = report.ratio(cpu_at.cpu_us, against.cpu_us)
         cpu_text = (
             f"{cpu_ratio:.1f}x: {cpu_at.cpu_us:,.0f} us per fix at {cpu_at.offered:,.0f}/s "
             f"offered{cpu_note}; the relay {against.cpu_us:,.0f} us per frame at "
