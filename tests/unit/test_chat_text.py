@@ -112,6 +112,24 @@ def test_lone_surrogate_is_refused() -> None:
     assert "surrogate" in str(_refused("hi \ud800 there"))
 
 
+@pytest.mark.parametrize(
+    "char",
+    ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"],
+)
+def test_bidi_overrides_and_isolates_are_refused(char: str) -> None:
+    # "invoice_\u202egnp.exe" shows as "invoice_exe.png": the trick the rule exists for.
+    assert "bidirectional" in str(_refused(f"invoice_{char}gnp.exe"))
+    assert "bidirectional" in str(_refused(f"{char}hello"))
+
+
+@pytest.mark.parametrize("mark", ["\u200e", "\u200f", "\u061c"])
+def test_bidi_marks_that_only_nudge_neutrals_are_allowed(mark: str) -> None:
+    assert (
+        validate_message_text(f"\u05e9\u05dc\u05d5\u05dd{mark} 42")
+        == f"\u05e9\u05dc\u05d5\u05dd{mark} 42"
+    )
+
+
 @pytest.mark.parametrize("text", [None, 42, 4.2, b"Hello", ["Hello"], {"message": "Hello"}])
 def test_non_string_is_refused(text: object) -> None:
     assert "string" in str(_refused(text))

@@ -19,6 +19,12 @@ _ALLOWED_CONTROLS = frozenset("\n\t")
 # looks empty to the recipient, so it counts as blank.
 _INVISIBLE_FILLERS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
 
+# The bidirectional embeddings, overrides and isolates (PROTOCOL 5, *1.1*): they reorder
+# what follows them, so "txt.exe" can be made to show as "exe.txt". The marks U+200E,
+# U+200F and U+061C only nudge neutral characters and stay allowed, as right-to-left
+# writers need them.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
 
 class InvalidMessageText(ValueError):
     """The message text breaks the chat rules; the message names the rule, not the text."""
@@ -51,4 +57,9 @@ def validate_message_text(text: object) -> str:
         # and would fail later, in the database driver or the outgoing frame.
         if category == "Cs":
             raise InvalidMessageText("message must not contain unpaired surrogates")
+        if char in _BIDI_CONTROLS:
+            raise InvalidMessageText(
+                "message must not contain bidirectional overrides or isolates (U+202A-U+202E, "
+                "U+2066-U+2069)"
+            )
     return text
