@@ -46,3 +46,21 @@ def test_the_session_cursor_round_trips_and_refuses_a_history_cursor() -> None:
     history = HistoryCursor(datetime(2026, 1, 1, tzinfo=UTC), 1).encode()
     with pytest.raises(InvalidCursor):
         decode_session_cursor(history)
+
+
+def test_a_value_past_its_maximum_is_refused() -> None:
+    token = cursor.encode("x1", 5, 2**31)
+    assert cursor.decode("x1", token, arity=2) == (5, 2**31)
+    with pytest.raises(InvalidCursor):
+        cursor.decode("x1", token, arity=2, maxima=(2**63 - 1, cursor.MAX_INT4))
+    edge = cursor.encode("x1", 5, cursor.MAX_INT4)
+    assert cursor.decode("x1", edge, arity=2, maxima=(10, cursor.MAX_INT4)) == (5, 2**31 - 1)
+
+
+def test_the_listings_bound_their_row_ids_to_int4() -> None:
+    # PostgreSQL's integer: a larger id in a cursor is an error in the query, not a 422.
+    with pytest.raises(InvalidCursor):
+        decode_session_cursor(cursor.encode("s1", 2**31))
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(InvalidCursor):
+        HistoryCursor.decode(HistoryCursor(at, 2**31).encode())

@@ -38,6 +38,7 @@ CURSOR_KIND: Final = "m1"
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
+_MAX_MICROS: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,9 @@ class HistoryCursor:
     @classmethod
     def decode(cls, text: str) -> HistoryCursor:
         """Raises ``kit.cursor.InvalidCursor`` for anything this module did not issue."""
-        micros, message_pk = cursor.decode(CURSOR_KIND, text, arity=2)
+        micros, message_pk = cursor.decode(
+            CURSOR_KIND, text, arity=2, maxima=(_MAX_MICROS, cursor.MAX_INT4)
+        )
         try:
             created_at = _EPOCH + micros * _MICROSECOND
         except OverflowError:

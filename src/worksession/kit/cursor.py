@@ -9,7 +9,10 @@ one. Integers keep it exact: a timestamp travels as microseconds since the epoch
 compares equal to the stored value on every backend, which a formatted string might not.
 
 Clients must treat a cursor as opaque. It is not signed: a forged one only moves the
-caller's own page boundary, because every listing still applies its access checks.
+caller's own page boundary, because every listing still applies its access checks. A
+forged one must still never reach the database with a value its column cannot hold (on
+PostgreSQL an int4 compared with 2**31 is an error, a 500 rather than the contract's 422),
+so each listing states the largest value of each position when it decodes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ MAX_CURSOR_CHARS: Final = 200
 
 _MAX_VALUE: Final = 2**63 - 1
 
+MAX_INT4: Final = 2**31 - 1
+"""The largest PostgreSQL ``integer``: the type of every row id a cursor carries."""
+
 
 class InvalidCursor(ValueError):
     """The text is not a cursor this service issued for this listing."""
@@ -37,8 +43,17 @@ def encode(kind: str, *values: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def decode(kind: str, cursor: str, *, arity: int) -> tuple[int, ...]:
-    """The ``arity`` integers of a cursor of ``kind``; ``InvalidCursor`` for anything else."""
+def decode(
+    kind: str, cursor: str, *, arity: int, maxima: tuple[int, ...] | None = None
+) -> tuple[int, ...]:
+    """The ``arity`` integers of a cursor of ``kind``; ``InvalidCursor`` for anything else.
+
+    ``maxima`` bounds each value (by default a signed 64-bit integer); a larger one was not
+    issued by this service, whatever it decodes to.
+    """
+    limits = maxima if maxima is not None else (_MAX_VALUE,) * arity
+    if len(limits) != arity:
+        raise ValueError("one maximum per cursor value")
     if len(cursor) > MAX_CURSOR_CHARS:
         raise InvalidCursor("the cursor is too long")
     try:
@@ -50,11 +65,11 @@ def decode(kind: str, cursor: str, *, arity: int) -> tuple[int, ...]:
         not isinstance(parsed, list)
         or len(parsed) != arity + 1
         or parsed[0] != kind
-        or not all(_is_value(v) for v in parsed[1:])
+        or not all(_is_value(v, limit) for v, limit in zip(parsed[1:], limits, strict=True))
     ):
         raise InvalidCursor("the cursor is not one this API issued for this listing")
     return tuple(parsed[1:])
 
 
-def _is_value(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_VALUE
+def _is_value(value: object, limit: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit

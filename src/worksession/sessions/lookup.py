@@ -118,7 +118,7 @@ def encode_session_cursor(session_pk: int) -> str:
 
 def decode_session_cursor(text: str) -> int:
     """The row id a lookup cursor carries; raises ``kit.cursor.InvalidCursor``."""
-    (session_pk,) = cursor.decode(SESSION_CURSOR_KIND, text, arity=1)
+    (session_pk,) = cursor.decode(SESSION_CURSOR_KIND, text, arity=1, maxima=(cursor.MAX_INT4,))
     return session_pk
 
 
