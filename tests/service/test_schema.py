@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.factories import make_chat_message, make_work_order, make_work_session
@@ -90,3 +90,60 @@ async def test_naive_datetimes_are_refused(db: Database) -> None:
     with pytest.raises(Exception, match="naive"):
         async with db.transaction() as s:
             await make_work_order(s, offer_expires_at=datetime(2026, 1, 1))
+
+
+@pytest.mark.parametrize(("ended", "again"), [("cancelled", "active"), ("completed", "waiting")])
+async def test_an_ended_session_never_becomes_live_again(
+    db: Database, ended: str, again: str
+) -> None:
+    """Finding 7e: not even a hand-written UPDATE revives a session (its participants may
+    have started others since, and its chat is on its way out)."""
+    async with db.transaction() as s:
+        session = await make_work_session(s, seeker_id="s1", provider_id="p1", state=ended)
+    for state in (again, "completed" if ended == "cancelled" else "cancelled"):
+        with pytest.raises(IntegrityError, match="ck_work_sessions_ended_stays_ended"):
+            async with db.transaction() as s:
+                await s.execute(
+                    text("UPDATE work_sessions SET connection_state = :state WHERE id = :id"),
+                    {"state": state, "id": session.id},
+                )
+    # The rest of an ended row may change (the retention sweep erases its positions).
+    async with db.transaction() as s:
+        await s.execute(
+            text(
+                "UPDATE work_sessions SET connection_state = connection_state,"
+                " seeker_latitude = NULL WHERE id = :id"
+            ),
+            {"id": session.id},
+        )
+        stored = await s.scalar(
+            text("SELECT connection_state FROM work_sessions WHERE id = :id"), {"id": session.id}
+        )
+    assert stored == ended
+
+
+async def test_a_live_session_still_moves_and_ends(db: Database) -> None:
+    async with db.transaction() as s:
+        session = await make_work_session(s, seeker_id="s1", provider_id="p1")
+    for state in ("active", "completed"):
+        async with db.transaction() as s:
+            await s.execute(
+                text("UPDATE work_sessions SET connection_state = :state WHERE id = :id"),
+                {"state": state, "id": session.id},
+            )
+
+
+async def test_nobody_is_their_own_provider(db: Database) -> None:
+    """Finding 7c: a seeker offered their own order and accepting it would be a session
+    with one participant; the database refuses it on insert and on update."""
+    with pytest.raises(IntegrityError, match="ck_work_sessions_seeker_not_provider"):
+        async with db.transaction() as s:
+            await make_work_session(s, seeker_id="u1", provider_id="u1")
+    async with db.transaction() as s:
+        session = await make_work_session(s, seeker_id="u1", provider_id="u2")
+    with pytest.raises(IntegrityError, match="ck_work_sessions_seeker_not_provider"):
+        async with db.transaction() as s:
+            await s.execute(
+                text("UPDATE work_sessions SET provider_id = seeker_id WHERE id = :id"),
+                {"id": session.id},
+            )

@@ -3,11 +3,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Float, Index, String
+from sqlalchemy import CheckConstraint, Float, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from worksession.kit.sqltypes import JSONType, UTCDateTime
 from worksession.models.base import Base, Timestamped, UserId
+
+TO_ERASE_SQL = text("erased_at IS NULL AND status NOT IN ('pending', 'accepted')")
+"""Orders that have ended (every status but these two is final) and still hold their
+details and the seeker's location: what the retention sweep looks at."""
 
 
 class WorkOrder(Timestamped, Base):
@@ -22,6 +26,10 @@ class WorkOrder(Timestamped, Base):
     seeker_latitude: Mapped[float | None] = mapped_column(Float)
     seeker_longitude: Mapped[float | None] = mapped_column(Float)
     offer_expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # When the retention sweep emptied ``details`` and the location. An ended order is
+    # never written again, so its ``updated_at`` is the time it ended, which the sweep
+    # counts the retention from.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         CheckConstraint(
@@ -31,4 +39,10 @@ class WorkOrder(Timestamped, Base):
         # The offer-expiry job scans pending orders by deadline.
         Index(None, "status", "offer_expires_at"),
         Index(None, "seeker_id"),
+        Index(
+            "ix_work_orders_to_erase",
+            "updated_at",
+            postgresql_where=TO_ERASE_SQL,
+            sqlite_where=TO_ERASE_SQL,
+        ),
     )

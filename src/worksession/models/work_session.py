@@ -4,13 +4,25 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, Integer, String, Uuid, text
+from sqlalchemy import (
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Uuid,
+    func,
+    text,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Mapped, mapped_column
 
 from worksession.kit.sqltypes import JSONType, UTCDateTime
 from worksession.models.base import Base, Timestamped, UserId
 
 LIVE_STATES_SQL = text("connection_state IN ('waiting', 'active')")
+TO_ERASE_SQL = text("erased_at IS NULL AND connection_state IN ('cancelled', 'completed')")
+"""Ended sessions whose personal data is still stored: what the retention sweep looks at."""
 
 
 class WorkSession(Timestamped, Base):
@@ -65,6 +77,10 @@ class WorkSession(Timestamped, Base):
     cancelled_by: Mapped[str | None] = mapped_column(String(16))
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the retention sweep erased the mediums and positions (PROTOCOL 5, 24 h after the
+    # end); also what takes the row out of the sweep's index, so each run reads only what
+    # it has to erase, not every session that ever ended.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     @classmethod
     def participant(cls, role: str) -> InstrumentedAttribute[str]:
@@ -77,6 +93,9 @@ class WorkSession(Timestamped, Base):
             name="connection_state",
         ),
         CheckConstraint("last_seq >= 0", name="last_seq"),
+        # On SQLite a trigger of migration 0003 enforces this instead: adding a CHECK there
+        # rebuilds the table, and dropping the old one cascades to every chat message.
+        CheckConstraint("seeker_id <> provider_id", name="seeker_not_provider"),
         Index(None, "connection_state"),
         Index(None, "seeker_id"),
         Index(None, "provider_id"),
@@ -94,5 +113,11 @@ class WorkSession(Timestamped, Base):
             unique=True,
             postgresql_where=LIVE_STATES_SQL,
             sqlite_where=LIVE_STATES_SQL,
+        ),
+        Index(
+            "ix_work_sessions_to_erase",
+            func.coalesce(text("cancelled_at"), text("completed_at")),
+            postgresql_where=TO_ERASE_SQL,
+            sqlite_where=TO_ERASE_SQL,
         ),
     )
