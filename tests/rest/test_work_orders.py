@@ -205,6 +205,19 @@ async def test_bad_body_is_422_without_echoing_the_input(
         assert (await s.execute(select(WorkOrder))).first() is None
 
 
+async def test_a_seeker_among_the_providers_is_422_and_nothing_stored(
+    client: httpx.AsyncClient, db: Database, db_url: str
+) -> None:
+    body = {**GOOD_BODY, "provider_ids": ["p1", GOOD_BODY["seeker_id"]]}
+    response = await client.post(URL, json=body, headers=bearer(db_url))
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
+    async with db.transaction() as s:
+        assert (await s.execute(select(WorkOrder))).first() is None
+        assert (await s.execute(select(WorkOffer))).first() is None
+
+
 async def test_details_of_exactly_the_limit_are_accepted(
     client: httpx.AsyncClient, db_url: str
 ) -> None:

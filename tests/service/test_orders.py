@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.factories import make_work_session
+from tests.factories import make_work_order, make_work_session
 from tests.pipeline_run import Recorder, as_dict, pipeline_for, policy
 from worksession.availability.lookup import get_availability
 from worksession.errors import (
     ProviderBusy,
     SeekerBusy,
+    ValidationFailed,
     WorkNotFound,
     WorksessionError,
     WorkUnavailable,
@@ -289,6 +290,38 @@ async def test_accept_creates_the_session_and_tells_everyone(db: Database) -> No
         ("ws:provider:p2", unavailable),
         ("ws:provider:p3", unavailable),
     ]
+
+
+async def test_an_order_offered_to_its_own_seeker_is_refused_and_nothing_stored(
+    db: Database,
+) -> None:
+    broker = Recorder()
+    pipeline = pipeline_for(db, broker, now=None, rules=RULES)
+    command = CreateWorkOrder(seeker_id="u1", provider_ids=("p1", "u1"), details={})
+    try:
+        with pytest.raises(ValidationFailed, match="seeker_id"):
+            await pipeline.submit(command)
+    finally:
+        await pipeline.store.dispose()
+    assert broker.take() == []
+    async with db.transaction() as s:
+        assert (await s.execute(select(WorkOrder))).first() is None
+        assert (await s.execute(select(WorkOffer))).first() is None
+
+
+async def test_an_order_once_offered_to_its_own_seeker_cannot_be_accepted_by_them(
+    db: Database,
+) -> None:
+    """An order stored before creation refused a seeker among the providers: the accept
+    is refused by its decider, not left to the database's CHECK (a 500)."""
+    async with db.transaction() as s:
+        order = await make_work_order(s, seeker_id="u1")
+        s.add(WorkOffer(work_order_id=order.id, provider_id="u1", status="offered"))
+        work_id = order.id
+    with pytest.raises(WorkNotFound):
+        await accept(db, work_id, "u1")
+    assert await order_status(db, work_id) == "pending"
+    assert await sessions_of(db, work_id) == []
 
 
 async def test_accept_by_a_provider_not_offered_is_not_found(db: Database) -> None:

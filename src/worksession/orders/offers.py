@@ -16,6 +16,7 @@ from typing import Any
 from worksession.errors import (
     ProviderBusy,
     SeekerBusy,
+    ValidationFailed,
     WorkNotFound,
     WorksessionError,
     WorkUnavailable,
@@ -54,7 +55,12 @@ OFFERED = OfferStatus.OFFERED.value
 
 def decide_create(world: World, command: CreateWorkOrder, now: datetime) -> Decision:
     """A pending order with one open offer per provider, each of whom gets a
-    ``work_request``; the answer is the order as the internal API shows it."""
+    ``work_request``; the answer is the order as the internal API shows it.
+
+    A seeker among the providers is refused (a 422, PROTOCOL 4): accepting would make a
+    session with one participant, which the database refuses too, as a last resort."""
+    if command.seeker_id in command.provider_ids:
+        raise ValidationFailed("seeker_id must not be among provider_ids")
     lat, lng = command.seeker_location or (None, None)
     order = OrderRow(
         id=command.work_id,
@@ -200,7 +206,9 @@ def _open_offer(
     from none."""
     offer = world.offer(work_id, provider_id)
     order = world.order(work_id)
-    if offer is None or order is None:
+    # An order offered to its own seeker (stored before creation refused that) is as if
+    # never offered: accepting it would be a session with one participant.
+    if offer is None or order is None or order.seeker_id == provider_id:
         raise WorkNotFound()
     # A lapsed deadline counts as expired even before the expiry job has marked it so.
     if order.status != PENDING or order.offer_expires_at <= now or offer.status != OFFERED:
