@@ -56,6 +56,7 @@ class Settings(BaseSettings):
         return tuple(a.strip() for a in self.jwt_algorithms.split(",") if a.strip())
 
     @property
+    sweep_interval_s: float = Field(default=3600.0, gt=0)
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 

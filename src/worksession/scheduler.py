@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 FAST_JOB_INTERVAL_S = 1.0
 """Offer expiry resolution: an offer expires within a second of its deadline."""
-SWEEP_INTERVAL = timedelta(hours=1)
 LEADERSHIP_REFRESH_S = 1.0
 TICK_BATCH = 500
 TICK_BURST = 100
@@ -197,5 +196,5 @@ def build_scheduler(jobs: Jobs, settings: Settings) -> AsyncIOScheduler:
     scheduler.add_job(
         jobs.expire_offers, "interval", seconds=FAST_JOB_INTERVAL_S, id="expire_offers"
     )
-    scheduler.add_job(jobs.sweep, "interval", seconds=SWEEP_INTERVAL.total_seconds(), id="sweep")
+    scheduler.add_job(jobs.sweep, "interval", seconds=settings.sweep_interval_s, id="sweep")
     return scheduler

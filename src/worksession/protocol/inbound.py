@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -38,6 +39,7 @@ from worksession.kit.clock import utcnow
 from worksession.sessions.mediums import InvalidMediums, normalise_mediums
 
 MAX_REQUEST_ID_CHARS = 64
+"""Also the limit of ``client_msg_id``: both are the client's own labels (PROTOCOL 3)."""
 MAX_NUMBER_DIGITS = 32
 """Longer integer literals are refused without being converted (a 5,000-digit number
 would otherwise cost quadratic time, or trip Python's 4,300-digit guard)."""
@@ -54,7 +56,31 @@ def _require_str(value: object) -> object:
     return value
 
 
-RequestId = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_REQUEST_ID_CHARS)]
+def is_client_label(value: object) -> bool:
+    """Whether ``value`` may be a ``request_id`` or a ``client_msg_id``: 1 to 64 printable
+    characters (PROTOCOL 3, *1.1*).
+
+    ``str.isprintable`` refuses control and format characters (a NUL, which PostgreSQL
+    cannot store in text; bidi overrides), lone surrogates (which UTF-8 cannot carry, so
+    echoing one would break the answer frame), private-use and unassigned code points, and
+    every space but U+0020. A label is echoed back verbatim, so it must be safe to show.
+    """
+    return isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_CHARS and value.isprintable()
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be printable characters only (no control characters)")
+    return value
+
+
+ClientLabel = Annotated[
+    str,
+    Strict(),
+    Field(min_length=1, max_length=MAX_REQUEST_ID_CHARS),
+    AfterValidator(_printable),
+]
+RequestId = ClientLabel
 SessionId = Annotated[uuid.UUID, Field(description="The session's UUID.")]
 WorkId = Annotated[int, Strict(), Field(ge=1, le=2**63 - 1)]
 # Strict: a JSON number only (an integer is fine), never a string or a boolean.
@@ -79,7 +105,7 @@ MessageText = Annotated[
     BeforeValidator(validate_message_text),
     Field(min_length=1, max_length=MAX_MESSAGE_CHARS),
 ]
-ClientMsgId = Annotated[str, Strict(), Field(min_length=1, max_length=64)]
+ClientMsgId = ClientLabel
 
 
 # --- inbound -----------------------------------------------------------------------------
@@ -321,8 +347,10 @@ def parse_frame(raw: str | bytes, *, role: str) -> InboundMessage:
     if not isinstance(value, dict):
         raise BadFrame(InvalidJson("A frame must be a JSON object"))
 
+    # A bad request_id is never echoed: the model refuses it below, and the error that
+    # says so carries no request_id.
     request_id = value.get("request_id")
-    if not (isinstance(request_id, str) and 0 < len(request_id) <= MAX_REQUEST_ID_CHARS):
+    if not is_client_label(request_id):
         request_id = None
     kind = value.get("type")
     if not isinstance(kind, str) or kind not in INBOUND_TYPES:
@@ -339,7 +367,13 @@ def parse_frame(raw: str | bytes, *, role: str) -> InboundMessage:
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
-    """Pydantic's errors without the offending input (it may be a phone number or text)."""
+    """Pydantic's errors without the offending input (it may be a phone number or text).
+
+    A ``loc`` can still name a key the client invented (an unknown field, an unknown
+    medium) and a ``msg`` can quote a character of the input (pydantic's UUID errors do):
+    both pass through :func:`_shown` so that no detail can carry what the frame that
+    answers cannot encode.
+    """
     details: list[dict[str, Any]] = []
     for error in exc.errors(include_url=False, include_input=False, include_context=True):
         loc = list(error["loc"])
@@ -348,10 +382,28 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
         cause = error.get("ctx", {}).get("error")
         if isinstance(cause, InvalidMediums):
             # One entry per bad medium, as the mediums check reported them.
-            details.extend({**d, "type": "value_error"} for d in cause.details)
+            details.extend(
+                {"loc": _shown_loc(d["loc"]), "msg": _shown(d["msg"]), "type": "value_error"}
+                for d in cause.details
+            )
             continue
-        details.append({"loc": loc, "msg": error["msg"], "type": error["type"]})
+        details.append({"loc": _shown_loc(loc), "msg": _shown(error["msg"]), "type": error["type"]})
     return details
+
+
+_MAX_SHOWN_CHARS = 64
+_UNSHOWABLE = "\ufffd"
+
+
+def _shown(text: str) -> str:
+    """``text`` fit to echo: unprintable characters (lone surrogates, controls) become
+    U+FFFD and anything past 64 characters is cut, so a key of 16 KiB is not sent back."""
+    shown = "".join(c if c.isprintable() else _UNSHOWABLE for c in text[:_MAX_SHOWN_CHARS])
+    return shown if len(text) <= _MAX_SHOWN_CHARS else shown + "..."
+
+
+def _shown_loc(loc: list[Any]) -> list[Any]:
+    return [_shown(part) if isinstance(part, str) else part for part in loc]
 
 
 def _first_line(exc: ValueError) -> str:

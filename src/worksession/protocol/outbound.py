@@ -13,12 +13,16 @@ same rendered event goes to every device of a user, and only one of them asked.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError
 
 from worksession.kit.clock import UtcTimestamp
 from worksession.sessions.schemas import SessionSnapshot
+
+logger = logging.getLogger(__name__)
 
 Role = Literal["seeker", "provider"]
 RequestId = str | None
@@ -34,15 +38,35 @@ def encode(frame: Outbound) -> str:
     ``exclude_unset`` rather than ``exclude_none``: a field given as None on purpose (a
     chat ack's ``client_msg_id``) is sent as null, one never given (``request_id``, the seq
     of a repeated ``chat_ready``) is left out.
+
+    Never raises on a string UTF-8 cannot carry (a lone surrogate, which JSON's ``\\ud800``
+    escape lets a client send): the inbound checks keep them out, and if one slips through
+    anyway the frame goes out ASCII-escaped, still valid JSON, rather than failing in the
+    writer and closing the socket with 1011 because of what a client sent.
     """
-    return frame.model_dump_json(exclude_unset=True)
+    try:
+        return frame.model_dump_json(exclude_unset=True)
+    except PydanticSerializationError:
+        logger.warning(
+            "a %s frame held an unpaired surrogate; sent escaped", frame.__class__.__name__
+        )
+        fields = frame.model_dump(mode="json", exclude_unset=True)
+        return json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
 
 
 def with_request_id(text: str, request_id: str | None) -> str:
-    """``text`` (an encoded frame) with ``request_id`` as its last field, if there is one."""
+    """``text`` (an encoded frame) with ``request_id`` as its last field, if there is one.
+
+    Like :func:`encode`, the result is always encodable as UTF-8.
+    """
     if request_id is None:
         return text
-    return f'{text[:-1]},"request_id":{json.dumps(request_id, ensure_ascii=False)}}}'
+    try:
+        request_id.encode("utf-8")
+        shown = json.dumps(request_id, ensure_ascii=False)
+    except UnicodeEncodeError:
+        shown = json.dumps(request_id, ensure_ascii=True)
+    return f'{text[:-1]},"request_id":{shown}}}'
 
 
 # --- connecting, errors, keep-alive ---------------------------------------------------

@@ -53,6 +53,7 @@ from worksession.protocol.inbound import (
     StartChat,
     TypingIndicatorIn,
     WorkResponse,
+    is_client_label,
     parse_frame,
 )
 from worksession.protocol.outbound import AuthRefreshed, Connected, ErrorFrame, Pong
@@ -72,6 +73,7 @@ router = APIRouter()
 
 CLOSE_WRONG_ROLE = 4403
 SUSTAINED_ABUSE_S = 10.0
+CLOSE_TRY_AGAIN = 1013
 
 
 SOCKET_PATHS: dict[str, Role] = {
@@ -150,7 +152,19 @@ class SocketSession:
         await hub.register(self.connection)
         metrics.socket_opened(self.role)
         try:
-            connected, baseline = await self._connected_frame()
+            try:
+                connected, baseline = await self._connected_frame()
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                # The client is fine and so is this process: it should come back later.
+                logger.warning(
+                    "closed a %s socket with 1013, database unavailable: %s",
+                    self.role,
+                    type(exc).__name__,
+                )
+                self.connection.close_soon(CLOSE_TRY_AGAIN, "try again later")
+                return
             await self.websocket.send_text(connected)
             metrics.frame_out(connected)
             self.connection.start(baseline=baseline)
@@ -390,7 +404,8 @@ def _peek_request_id(raw: str | bytes) -> str | None:
     if not isinstance(raw, str):
         return None
     found = _REQUEST_ID.search(raw)
-    return found.group(1) if found else None
+    # The same rule as a parsed frame's: a raw control character is not echoed either.
+    return found.group(1) if found and is_client_label(found.group(1)) else None
 
 
 async def close_all(state: AppState, code: int, reason: str, timeout_s: float = 5.0) -> None:
