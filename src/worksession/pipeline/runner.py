@@ -216,7 +216,12 @@ class Pipeline:
             sweeps = tuple(next(swept) for w in decision.writes if isinstance(w, Sweep))
             outcome = Outcome(decision.events, decision.reply, sweeps)
             if item.requester is not None:
-                item.requester.committed(outcome)
+                try:
+                    item.requester.committed(outcome)
+                except Exception:
+                    # The command stands, only its answer failed: the rest of the batch
+                    # is committed too and must still be answered and published.
+                    logger.exception("answering a committed command failed")
             item.done.set_result(outcome)
             _publish_into(outbox, world, decision, origin=item.origin)
             for observation in decision.observations:
