@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(default=16384, ge=256)
     rate_limit_per_s: float = Field(default=20.0, gt=0)
     rate_limit_burst: int = Field(default=40, ge=1)
+    # Limits per user, over all of their sockets and every worker (PROTOCOL 2, 3, 7, *1.1*).
+    max_sockets_per_user: int = Field(default=5, ge=1)
+    user_rate_limit_per_s: float = Field(default=40.0, gt=0)
+    user_rate_limit_burst: int = Field(default=80, ge=1)
+    rest_rate_limit_per_s: float = Field(default=10.0, gt=0)
+    rest_rate_limit_burst: int = Field(default=20, ge=1)
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

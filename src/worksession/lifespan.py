@@ -86,8 +86,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     typing = TypingRelay(publish_typing, timeout_s=settings.typing_timeout_s)
     hub = Hub(
-        subscribe=broker.subscribe, unsubscribe=broker.unsubscribe, session_ended=typing.forget
+        subscribe=broker.subscribe,
+        unsubscribe=broker.unsubscribe,
+        session_ended=typing.forget,
+        join=broker.join,
+        leave=broker.leave,
+        max_sockets=settings.max_sockets_per_user,
+        user_rate=settings.user_rate_limit_per_s,
+        user_burst=settings.user_rate_limit_burst,
     )
+    broker.watch_groups(hub.evict, hub.spread)
     state = AppState(
         settings=settings,
         db=db,

@@ -9,6 +9,7 @@ fixed-vocabulary reason only.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Final
 
@@ -17,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from worksession.kit.jwt import Claims, InvalidToken, UserType
+from worksession.realtime.ratelimit import BucketTable
 from worksession.state import get_state
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,12 @@ AUTH_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
         "model": ErrorDetail,
         "description": "The token's user_type may not use this endpoint",
     },
+    status.HTTP_429_TOO_MANY_REQUESTS: {
+        "model": ErrorDetail,
+        "description": "Participant tokens only: over 10 requests a second (bursts of 20); "
+        "the Retry-After header says when to try again",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
 }
 
 
@@ -87,4 +95,43 @@ def _require(*allowed: UserType) -> Callable[[Claims], Awaitable[Claims]]:
 
 
 ServiceCaller = Annotated[Claims, Depends(_require("service"))]
-ParticipantCaller = Annotated[Claims, Depends(_require("seeker", "provider"))]
+_participant = _require("seeker", "provider")
+
+
+async def _within_rest_limit(
+    request: Request, claims: Annotated[Claims, Depends(_participant)]
+) -> Claims:
+    """PROTOCOL 7 (*1.1*): each participant's requests, over every worker, through one token
+    bucket. With Redis the bucket lives there (a request already costs a database query;
+    one script call more is small, and counting per worker would multiply the allowance by
+    the number of workers); without, this process's own count is the whole count."""
+    state = get_state(request)
+    settings = state.settings
+    key = f"rest:{claims.user_type}:{claims.sub}"
+    wait: float | None
+    try:
+        wait = await state.broker.take_shared_token(
+            key, settings.rest_rate_limit_per_s, settings.rest_rate_limit_burst
+        )
+    except Exception as exc:
+        # The bucket is state that may be lost: without Redis, count in this process.
+        logger.warning("could not reach the shared REST limit: %s", type(exc).__name__)
+        wait = None
+    if wait is None:
+        local: BucketTable | None = getattr(request.app.state, "rest_buckets", None)
+        if local is None:
+            local = BucketTable(
+                rate=settings.rest_rate_limit_per_s, burst=settings.rest_rate_limit_burst
+            )
+            request.app.state.rest_buckets = local
+        wait = local.take(key)
+    if wait:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "Too many requests; try again after Retry-After seconds",
+            {"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    return claims
+
+
+ParticipantCaller = Annotated[Claims, Depends(_within_rest_limit)]

@@ -1,4 +1,8 @@
-"""Fan-out between worker processes: the ``Broker`` interface and its in-process backend."""
+"""Fan-out between worker processes: the ``Broker`` interface and its in-process backend.
+
+Besides messages, the broker keeps the little state that workers must share and may lose
+(it lives in Redis in production): *groups* of members (a user's sockets, wherever they
+are) capped in size, and token buckets counted across workers."""
 
 from __future__ import annotations
 
@@ -13,6 +17,14 @@ Resubscribed = Callable[[], None]
 """Called after the broker came back from an outage: whatever was published meanwhile is
 lost, so the caller catches its subscribers up from its own durable log."""
 
+Evict = Callable[[str], None]
+"""Called with the id of a member of this worker that a newer member pushed out of a full
+group (see :meth:`Broker.join`). It must not block."""
+
+Spread = Callable[[str, int], None]
+"""Called with (group, n) when the members of ``group`` came to be held by ``n`` workers.
+It must not block."""
+
 
 class Broker(abc.ABC):
     """Publish/subscribe on named channels, one subscription per worker process.
@@ -23,6 +35,10 @@ class Broker(abc.ABC):
     numbers are what make delivery complete (clients and the gateway fill gaps from the
     log). Messages published by one caller to one channel arrive in publication order.
     """
+
+    def __init__(self) -> None:
+        self._evict: Evict = _ignore_evicted
+        self._spread: Spread = _ignore_spread
 
     @abc.abstractmethod
     async def start(self, deliver: Deliver, on_resubscribed: Resubscribed | None = None) -> None:
@@ -43,6 +59,29 @@ class Broker(abc.ABC):
         is reachable (they failed to publish). The default forgets them."""
         return None
 
+    def watch_groups(self, evict: Evict, spread: Spread) -> None:
+        """Where to report what :meth:`join` and :meth:`leave` decide, for this worker."""
+        self._evict = evict
+        self._spread = spread
+
+    async def join(self, group: str, member: str, limit: int) -> int:
+        """Add ``member`` (unique to this worker) to ``group``. Past ``limit`` members, the
+        oldest are removed and their workers told through ``evict``. Returns how many
+        workers now hold the group's members (at least 1); the others are told through
+        ``spread``. Raises if the broker is unreachable. The default keeps no groups."""
+        return 1
+
+    async def leave(self, group: str, member: str) -> int:
+        """Remove ``member`` from ``group``; returns (and spreads) how many workers still
+        hold its members (0 when none)."""
+        return 0
+
+    async def take_shared_token(self, key: str, rate: float, burst: int) -> float | None:
+        """Take one token from the bucket ``key`` shared by every worker: 0.0 when there
+        was one, else the seconds until there is. None when this broker shares nothing
+        between workers (the caller counts locally, which is then exact)."""
+        return None
+
     @abc.abstractmethod
     async def subscribe(self, channel: str) -> None: ...
 
@@ -61,8 +100,10 @@ class MemoryBroker(Broker):
     """The embedded default: one process, so publishing is a direct, synchronous hand-off."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._deliver: Deliver | None = None
         self._channels: set[str] = set()
+        self._groups: dict[str, dict[str, None]] = {}
 
     async def start(self, deliver: Deliver, on_resubscribed: Resubscribed | None = None) -> None:
         self._deliver = deliver
@@ -74,6 +115,25 @@ class MemoryBroker(Broker):
         for channel, payload in messages:
             if channel in self._channels:
                 deliver(channel, payload)
+
+    async def join(self, group: str, member: str, limit: int) -> int:
+        members = self._groups.setdefault(group, {})
+        members[member] = None
+        while len(members) > limit:
+            oldest = next(iter(members))  # a dict keeps the order members joined in
+            del members[oldest]
+            self._evict(oldest)
+        return 1
+
+    async def leave(self, group: str, member: str) -> int:
+        members = self._groups.get(group)
+        if members is None:
+            return 0
+        members.pop(member, None)
+        if not members:
+            del self._groups[group]
+            return 0
+        return 1
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -87,3 +147,12 @@ class MemoryBroker(Broker):
     async def close(self) -> None:
         self._deliver = None
         self._channels.clear()
+        self._groups.clear()
+
+
+def _ignore_evicted(member: str) -> None:
+    return None
+
+
+def _ignore_spread(group: str, workers: int) -> None:
+    return None

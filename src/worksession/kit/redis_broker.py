@@ -32,6 +32,93 @@ end
 return #ARGV / 2
 """
 """Publishes (channel, payload) pairs in order, in one round trip and one reply."""
+ALIVE_TTL_MS = int(HEARTBEAT_S * 5 * 1000)
+"""A worker's liveness key outlives a few missed heartbeats; once it is gone, the group
+members of that worker (a crashed process's sockets) no longer count."""
+GROUP_TTL_S = 86_400
+"""A group nobody joined for a day is forgotten, whatever a crashed worker left in it."""
+SETTLE_GROUP = """
+local key, group, self, alive, control = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local limit = tonumber(ARGV[5])
+if ARGV[6] == 'join' then
+    local t = redis.call('TIME')
+    redis.call('ZADD', key, tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[7])
+    redis.call('EXPIRE', key, tonumber(ARGV[8]))
+else
+    redis.call('ZREM', key, ARGV[7])
+end
+local function worker_of(member)
+    return string.sub(member, 1, string.find(member, '|', 1, true) - 1)
+end
+local living, kept = {}, {}
+for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    local worker = worker_of(member)
+    if living[worker] == nil then
+        living[worker] = redis.call('EXISTS', alive .. worker) == 1
+    end
+    if living[worker] then
+        table.insert(kept, member)
+    else
+        redis.call('ZREM', key, member)
+    end
+end
+local evicted = {}
+local excess = #kept - limit
+for i = 1, excess do
+    local member = kept[i]
+    local worker = worker_of(member)
+    local id = string.sub(member, #worker + 2)
+    redis.call('ZREM', key, member)
+    if worker == self then
+        table.insert(evicted, id)
+    else
+        redis.call('PUBLISH', control .. worker, 'evict:' .. id)
+    end
+end
+local holders, count = {}, 0
+for i = math.max(excess, 0) + 1, #kept do
+    local worker = worker_of(kept[i])
+    if not holders[worker] then
+        holders[worker] = true
+        count = count + 1
+    end
+end
+for worker, _ in pairs(holders) do
+    if worker ~= self then
+        redis.call('PUBLISH', control .. worker, 'spread:' .. count .. ':' .. group)
+    end
+end
+table.insert(evicted, 1, count)
+return evicted
+"""
+"""Joins or leaves a group (a sorted set of ``worker|member`` scored by Redis's clock at
+join, so workers on hosts with skewed clocks agree on who is oldest), drops the members
+of dead workers, evicts the oldest beyond the limit and tells the workers concerned, in
+one round trip. Returns the number of workers holding the group, then the evicted
+members of the calling worker."""
+SHARED_BUCKET = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = (tonumber(t[1]) % 100000) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]), tonumber(state[2])
+if tokens == nil or at == nil or at > now then
+    tokens, at = burst, now
+end
+tokens = math.min(burst, tokens + (now - at) * rate)
+local wait = 0
+if tokens >= 1 then
+    tokens = tokens - 1
+else
+    wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
+"""A token bucket kept in Redis, timed by Redis's clock (seconds modulo 100000, so that
+the fraction keeps its microseconds in a Lua number; a wrap resets the bucket to full,
+once a day). Returns the seconds to wait, as text (Lua would truncate a number)."""
 RETRY_BUFFER = 10_000
 """Messages kept for a second try after a failed publish; the oldest go first when full."""
 ECHOES = 10_000
@@ -54,6 +141,7 @@ class RedisBroker(Broker):
     """
 
     def __init__(self, url: str, *, prefix: str = "worksession") -> None:
+        super().__init__()
         # Bounded waits: a Redis that hangs must fail a publish (the commit stands) rather
         # than hold the frame loop, and must not keep a dead leader believing it leads.
         self.client: Redis = Redis.from_url(
@@ -62,7 +150,9 @@ class RedisBroker(Broker):
         self._prefix = f"{prefix}:"
         self._channels: set[str] = set()
         # A channel of our own keeps the pub/sub connection open while no user is online.
-        self._control = f"{self._prefix}_worker:{uuid.uuid4().hex}"
+        self._worker = uuid.uuid4().hex
+        self._control = f"{self._prefix}_worker:{self._worker}"
+        self._alive = f"{self._prefix}_alive:{self._worker}"
         self._on_resubscribed: Resubscribed | None = None
         self._pubsub: PubSub | None = None
         self._deliver: Deliver | None = None
@@ -73,11 +163,14 @@ class RedisBroker(Broker):
         self._retry: deque[tuple[str, bytes]] = deque(maxlen=RETRY_BUFFER)
         self._echoes: dict[tuple[str, bytes], None] = {}
         self._publish_all = self.client.register_script(PUBLISH_ALL)
+        self._settle_group = self.client.register_script(SETTLE_GROUP)
+        self._take_token = self.client.register_script(SHARED_BUCKET)
         self.reconnects = 0
 
     async def start(self, deliver: Deliver, on_resubscribed: Resubscribed | None = None) -> None:
         self._deliver = deliver
         self._on_resubscribed = on_resubscribed
+        await self.client.set(self._alive, b"", px=ALIVE_TTL_MS)
         await self._connect()
         self._listener = asyncio.create_task(self._listen(), name="redis-broker-listener")
         self._heartbeat = asyncio.create_task(self._beat(), name="redis-broker-heartbeat")
@@ -117,6 +210,8 @@ class RedisBroker(Broker):
                 channel = message["channel"]
                 if channel == control:
                     self._heard = asyncio.get_running_loop().time()
+                    if message["data"]:
+                        self._on_control(message["data"])
                     continue
                 if isinstance(channel, bytes):
                     channel = channel.decode()
@@ -147,6 +242,7 @@ class RedisBroker(Broker):
             pubsub = self._pubsub
             # A failed publication says nothing about the subscription: try next time.
             with contextlib.suppress(RedisError, OSError):
+                await self.client.set(self._alive, b"", px=ALIVE_TTL_MS)
                 await self.client.publish(self._control, b"")
                 if self._retry:
                     await self._publish_retries()
@@ -222,6 +318,44 @@ class RedisBroker(Broker):
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.unsubscribe(self._prefix + channel)
 
+    def _on_control(self, data: bytes) -> None:
+        """A message another worker sent this one about a group (heartbeats are empty)."""
+        command, _, rest = data.decode().partition(":")
+        if command == "evict":
+            self._evict(rest)
+        elif command == "spread":
+            workers, _, group = rest.partition(":")
+            self._spread(group, int(workers))
+
+    async def join(self, group: str, member: str, limit: int) -> int:
+        return await self._settle(group, member, limit, "join")
+
+    async def leave(self, group: str, member: str) -> int:
+        return await self._settle(group, member, 2**31, "leave")
+
+    async def _settle(self, group: str, member: str, limit: int, action: str) -> int:
+        reply = await self._settle_group(
+            keys=[f"{self._prefix}_group:{group}"],
+            args=[
+                group,
+                self._worker,
+                f"{self._prefix}_alive:",
+                f"{self._prefix}_worker:",
+                limit,
+                action,
+                f"{self._worker}|{member}",
+                GROUP_TTL_S,
+            ],
+        )
+        workers, *evicted = reply
+        for evicted_member in evicted:
+            self._evict(evicted_member.decode())
+        return int(workers)
+
+    async def take_shared_token(self, key: str, rate: float, burst: int) -> float | None:
+        wait = await self._take_token(keys=[f"{self._prefix}_bucket:{key}"], args=[rate, burst])
+        return float(wait)
+
     async def ping(self) -> None:
         if not self._connected.is_set():
             raise ConnectionError("broker subscription is down")
@@ -235,6 +369,9 @@ class RedisBroker(Broker):
                     await task
         if self._pubsub is not None:
             await _close_quietly(self._pubsub)
+        # Our group members stop counting now rather than when the key would expire.
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.delete(self._alive)
         await self.client.aclose()
 
 

@@ -34,6 +34,7 @@ from worksession.eventlog.render import TERMINAL_KINDS, render
 from worksession.kit.db import is_database_unavailable
 from worksession.ops import metrics
 from worksession.protocol.outbound import ErrorFrame, Outbound, Resumed, encode, with_request_id
+from worksession.realtime.ratelimit import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ CLOSE_POLICY = 1008
 CLOSE_SERVER_ERROR = 1011
 CLOSE_RESTARTING = 1012
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_REPLACED = 4409
 
 
 class Socket(Protocol):
@@ -118,6 +120,9 @@ class Connection:
         self._writer: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
+        self.user_bucket: TokenBucket | None = None
+        """The frame budget this socket shares with the user's other sockets here (set
+        by the hub)."""
 
     # --- called from the reader, the hub and timers (never block) -----------------------
 
@@ -328,33 +333,92 @@ class Connection:
             return []
 
 
+async def _no_group(_group: str, _member: str, _limit: int) -> int:
+    return 1
+
+
+async def _left_no_group(_group: str, _member: str) -> int:
+    return 0
+
+
 @dataclass(slots=True)
 class Hub:
-    """This worker's sockets by channel, fed by the broker's single subscription."""
+    """This worker's sockets by channel, fed by the broker's single subscription.
+
+    A user's sockets (one channel: one user in one role) form a broker group across all
+    workers, capped at ``max_sockets``: a new one pushes the oldest out, which its worker
+    closes with 4409 (:meth:`evict`). The same group tells each worker over how many
+    workers the user is spread, which divides the user's frame budget (:meth:`spread`).
+    """
 
     subscribe: Callable[[str], Awaitable[None]]
     unsubscribe: Callable[[str], Awaitable[None]]
     session_ended: Callable[[uuid.UUID], None] = lambda _session_id: None
     """Told of every session whose end reaches this worker (its typing timers stop)."""
+    join: Callable[[str, str, int], Awaitable[int]] = _no_group
+    leave: Callable[[str, str], Awaitable[int]] = _left_no_group
+    max_sockets: int = 5
+    user_rate: float = 40.0
+    user_burst: int = 80
     _by_channel: dict[str, set[Connection]] = field(default_factory=dict)
+    _by_id: dict[str, Connection] = field(default_factory=dict)
+    _user_buckets: dict[str, TokenBucket] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def register(self, connection: Connection) -> None:
+        channel = connection.channel
         async with self._lock:
-            members = self._by_channel.setdefault(connection.channel, set())
+            members = self._by_channel.setdefault(channel, set())
             members.add(connection)
+            self._by_id[connection.id] = connection
+            bucket = self._user_buckets.get(channel)
+            if bucket is None:
+                bucket = TokenBucket(rate=self.user_rate, burst=self.user_burst)
+                self._user_buckets[channel] = bucket
+            connection.user_bucket = bucket
             if len(members) == 1:
-                await self.subscribe(connection.channel)
+                await self.subscribe(channel)
+        try:
+            workers = await self.join(channel, connection.id, self.max_sockets)
+        except Exception as exc:
+            # Shared state that may be lost: without it the socket is served, uncapped.
+            logger.warning("could not count the user's sockets: %s", type(exc).__name__)
+        else:
+            self.spread(channel, workers)
 
     async def unregister(self, connection: Connection) -> None:
+        channel = connection.channel
         async with self._lock:
-            members = self._by_channel.get(connection.channel)
+            members = self._by_channel.get(channel)
             if members is None or connection not in members:
                 return
             members.discard(connection)
+            self._by_id.pop(connection.id, None)
             if not members:
-                del self._by_channel[connection.channel]
-                await self.unsubscribe(connection.channel)
+                del self._by_channel[channel]
+                del self._user_buckets[channel]
+                await self.unsubscribe(channel)
+        try:
+            workers = await self.leave(channel, connection.id)
+        except Exception as exc:
+            # The member stays counted until its worker's liveness key runs out.
+            logger.warning("could not uncount a closed socket: %s", type(exc).__name__)
+        else:
+            self.spread(channel, workers)
+
+    def evict(self, connection_id: str) -> None:
+        """The broker's callback: a newer socket of the user pushed this one out."""
+        connection = self._by_id.get(connection_id)
+        if connection is not None:
+            connection.close_soon(CLOSE_REPLACED, "replaced by a newer connection")
+
+    def spread(self, channel: str, workers: int) -> None:
+        """The broker's callback: the user's sockets are now on ``workers`` workers; this
+        worker's share of the user's frame budget follows."""
+        bucket = self._user_buckets.get(channel)
+        if bucket is not None:
+            share = max(1, workers)
+            bucket.resize(rate=self.user_rate / share, burst=max(1.0, self.user_burst / share))
 
     def deliver(self, channel: str, payload: bytes) -> None:
         """The broker's callback: decode once, hand to every local socket of the channel."""

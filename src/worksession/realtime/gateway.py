@@ -233,9 +233,15 @@ class SocketSession:
             await self._on_frame(raw)
 
     async def _on_frame(self, raw: str | bytes) -> None:
-        wait = self.bucket.take()
+        bucket = self.bucket
+        wait = bucket.take()
+        if not wait and self.connection.user_bucket is not None:
+            # The user's budget over all their sockets: a second socket is not a second
+            # allowance. Checked only once the socket's own bucket let the frame through.
+            bucket = self.connection.user_bucket
+            wait = bucket.take()
         if wait:
-            if self.bucket.dropping_for() >= SUSTAINED_ABUSE_S:
+            if bucket.dropping_for() >= SUSTAINED_ABUSE_S:
                 self.connection.close_soon(CLOSE_POLICY, "rate limit exceeded")
                 return
             refused = RateLimited()

@@ -1,4 +1,13 @@
-"""Per-connection token bucket, checked before a frame is even parsed."""
+"""Token buckets, checked before a frame is even parsed: one per connection, one per user.
+
+The user's bucket (``WORKSESSION_USER_RATE_LIMIT_PER_S`` with bursts of
+``WORKSESSION_USER_RATE_LIMIT_BURST``) is shared by that user's sockets on this worker.
+When the user's sockets are spread over ``n`` workers, each worker's bucket gets
+``1/n`` of the rate and of the burst (see :meth:`Hub.spread`), so their sum never exceeds
+the user's budget and no frame costs a Redis round trip. The price: a user whose frames
+all go through one of their ``n`` workers gets only ``1/n`` of the budget there, until
+the sockets elsewhere close. With one worker, the usual case, the count is exact.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +54,23 @@ class TokenBucket:
         self._last_drop = now
         return (1.0 - self._tokens) / self.rate
 
+    def resize(self, *, rate: float, burst: float) -> None:
+        """New limits from now on; tokens above the new burst are lost."""
+        self.take_nothing()
+        self.rate = rate
+        self.burst = burst
+        self._tokens = min(self._tokens, burst)
+
+    def take_nothing(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    @property
+    def updated(self) -> float:
+        """When tokens were last counted (by the bucket's clock)."""
+        return self._updated
+
     def dropping_for(self) -> float:
         """Seconds the client has been over its limit without a calm second."""
         if self.dropping_since is None:
@@ -54,3 +80,45 @@ class TokenBucket:
 
 def retry_after_ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
+
+
+class BucketTable:
+    """Token buckets by key, for callers counted without a socket (REST requests), kept
+    to ``max_keys``: past that, the buckets that have refilled (and so hold nothing a new
+    bucket would not) are dropped."""
+
+    def __init__(
+        self,
+        *,
+        rate: float,
+        burst: int,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._max_keys = max_keys
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def take(self, key: str) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self._max_keys:
+                self._drop_refilled()
+            bucket = self._buckets[key] = TokenBucket(
+                rate=self.rate, burst=self.burst, clock=self._clock
+            )
+        return bucket.take()
+
+    def _drop_refilled(self) -> None:
+        refill_s = self.burst / self.rate
+        now = self._clock()
+        self._buckets = {
+            key: bucket
+            for key, bucket in self._buckets.items()
+            if now - bucket.updated < refill_s
+        }
+
+    def __len__(self) -> int:
+        return len(self._buckets)
