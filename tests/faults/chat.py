@@ -34,6 +34,8 @@ class ChatFlow:
     """The codes of the errors each message got while it flowed (not while resent)."""
     extra_acks: list[dict[str, Any]] = field(default_factory=list)
     """An ack for a ``client_msg_id`` that had one already (a resend): same message_id."""
+    seen: list[int] = field(default_factory=list)
+    """The seq of every frame that carried one, in arrival order."""
 
     def frame(self, client_msg_id: str) -> dict[str, Any]:
         return {
@@ -45,6 +47,8 @@ class ChatFlow:
         }
 
     def note(self, frame: dict[str, Any], *, resending: bool = False) -> None:
+        if "seq" in frame:
+            self.seen.append(frame["seq"])
         if frame.get("type") == "chat_message_ack":
             key = frame["client_msg_id"]
             if key in self.acks:
@@ -123,17 +127,20 @@ async def stored_seqs(database_url: str, session_id: str) -> list[int]:
     return [r["seq"] for r in rows]
 
 
-def check_against_database(flow: ChatFlow, stored: list[asyncpg.Record]) -> None:
-    """Nothing acked is missing, nothing is stored twice, every ack names the stored row."""
+def check_against_database(flows: list[ChatFlow], stored: list[asyncpg.Record]) -> None:
+    """Nothing acked is missing, nothing is stored twice, every ack names the stored row.
+    ``flows``: every sender of the session (their ``client_msg_id`` prefixes differ)."""
     by_key = {r["client_msg_id"]: r for r in stored}
     assert len(by_key) == len(stored), "a client_msg_id stored twice"
-    missing = [k for k in flow.acks if k not in by_key]
-    assert not missing, f"acked but not in the database: {missing}"
-    for key, ack in flow.acks.items():
-        assert (ack["message_id"], ack["seq"]) == (
-            str(by_key[key]["message_id"]),
-            by_key[key]["seq"],
-        ), key
-    for again in flow.extra_acks:
-        assert again["message_id"] == flow.acks[again["client_msg_id"]]["message_id"]
-    assert set(by_key) <= set(flow.sent), "a message nobody sent"
+    for flow in flows:
+        missing = [k for k in flow.acks if k not in by_key]
+        assert not missing, f"acked but not in the database: {missing}"
+        for key, ack in flow.acks.items():
+            assert (ack["message_id"], ack["seq"]) == (
+                str(by_key[key]["message_id"]),
+                by_key[key]["seq"],
+            ), key
+        for again in flow.extra_acks:
+            assert again["message_id"] == flow.acks[again["client_msg_id"]]["message_id"]
+    sent = {key for flow in flows for key in flow.sent}
+    assert set(by_key) <= sent, "a message nobody sent"

@@ -48,14 +48,20 @@ def proxy_to() -> Iterator[ProxyTo]:
 
 @dataclass
 class Proxied:
-    """Servers whose PostgreSQL (and Redis, when given) are reached through proxies."""
+    """Servers whose PostgreSQL (and Redis, when asked) are reached through proxies, one
+    proxy per server and dependency, so that one worker's link can fail alone."""
 
     servers: list[Server]
     database_url: str
     """The database itself, not through the proxy: what the test checks afterwards."""
-    pg: TcpProxy
-    redis: TcpProxy | None
+    pgs: list[TcpProxy]
+    redises: list[TcpProxy]
     redis_prefix: str
+
+    @property
+    def pg(self) -> TcpProxy:
+        [only] = self.pgs
+        return only
 
 
 @asynccontextmanager
@@ -76,19 +82,21 @@ async def proxied_servers(
     servers: list[Server] = []
     try:
         await asyncio.to_thread(migrate.upgrade, database_url)
-        pg = proxy_to(database_url)
-        redis = proxy_to(REDIS_URL) if redis_proxy else None
         prefix = f"faults-{uuid.uuid4().hex[:8]}"
-        settings = {
-            "redis_url": redis.url_for(REDIS_URL) if redis else REDIS_URL,
-            "redis_prefix": prefix,
-            **overrides,
-        }
+        pgs: list[TcpProxy] = []
+        redises: list[TcpProxy] = []
         for _ in range(workers):
+            pg = proxy_to(database_url)
+            settings = {"redis_url": REDIS_URL, "redis_prefix": prefix, **overrides}
+            if redis_proxy:
+                redis = proxy_to(REDIS_URL)
+                settings["redis_url"] = redis.url_for(REDIS_URL)
+                redises.append(redis)
+            pgs.append(pg)
             servers.append(
                 await asyncio.to_thread(start_server, pg.url_for(database_url), log_dir, **settings)
             )
-        yield Proxied(servers, database_url, pg, redis, prefix)
+        yield Proxied(servers, database_url, pgs, redises, prefix)
     finally:
         for server in servers:
             if server.process.poll() is None:

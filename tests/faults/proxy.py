@@ -3,7 +3,13 @@ dependency away without touching the machine's server, which other tests share.
 
 ``down()`` does what a restarting server does to its clients: every open connection is
 reset, and new ones are refused (the listening socket is closed, so a connect gets
-ECONNREFUSED, not a hang) until ``up()`` listens again on the same port.
+ECONNREFUSED, not a hang) until ``up()`` listens again on the same port. ``hold()``
+keeps the server's replies back (what the client sends still arrives) until
+``release()``: a statement in flight is then done on the server while its client waits.
+``hold_after(marker, tag=...)`` does the same from the moment a connection whose traffic
+carried ``tag`` (PostgreSQL's startup packet names the ``application_name``) sends
+``marker``: for example right after a ``COMMIT`` reached the server and before its client
+heard that it committed.
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._replies = asyncio.Event()
+        self._replies.set()
+        self._trigger: tuple[bytes, bytes, int] | None = None
+        self.held = threading.Event()
+        """Set when ``hold_after`` engaged."""
         self.connections = 0
         """Connections accepted so far (a test can tell a client reconnected)."""
         with socket.socket() as probe:
@@ -50,6 +61,23 @@ class TcpProxy:
 
     def down(self) -> None:
         self._call(self._cut())
+
+    def hold(self) -> None:
+        self._loop.call_soon_threadsafe(self._replies.clear)
+
+    def release(self) -> None:
+        self._loop.call_soon_threadsafe(self._replies.set)
+
+    def hold_after(self, marker: bytes, *, tag: bytes, skip: int = 0) -> threading.Event:
+        """Hold the replies once a connection tagged ``tag`` sent ``marker``, the first
+        ``skip`` times excepted; returns :attr:`held`."""
+        self.held.clear()
+
+        def arm() -> None:
+            self._trigger = (marker, tag, skip)
+
+        self._loop.call_soon_threadsafe(arm)
+        return self.held
 
     @contextmanager
     def outage(self) -> Iterator[None]:
@@ -103,8 +131,8 @@ class TcpProxy:
         self.connections += 1
         self._writers.update((writer, up_writer))
         pumps = [
-            asyncio.create_task(_pump(reader, up_writer)),
-            asyncio.create_task(_pump(up_reader, writer)),
+            asyncio.create_task(self._forward(reader, up_writer)),
+            asyncio.create_task(_pump(up_reader, writer, self._replies)),
         ]
         self._tasks.update(pumps)
         try:
@@ -117,10 +145,36 @@ class TcpProxy:
                 self._writers.discard(w)
                 w.transport.abort()
 
+    async def _forward(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        """Client to server, watching for the trigger of ``hold_after``."""
+        opening = b""  # the startup packet, where a tag is looked for
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+                if len(opening) < 4096:
+                    opening += data[:4096]
+                if self._trigger is None:
+                    continue
+                marker, tag, skip = self._trigger
+                if tag in opening and marker in data:
+                    if skip:
+                        self._trigger = (marker, tag, skip - 1)
+                        continue
+                    self._trigger = None
+                    self._replies.clear()
+                    self.held.set()
+        except OSError:
+            pass
 
-async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+
+async def _pump(
+    source: asyncio.StreamReader, sink: asyncio.StreamWriter, gate: asyncio.Event | None = None
+) -> None:
     try:
         while data := await source.read(65536):
+            if gate is not None:
+                await gate.wait()
             sink.write(data)
             await sink.drain()
     except (OSError, asyncio.IncompleteReadError):

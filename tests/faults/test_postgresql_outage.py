@@ -135,12 +135,12 @@ async def test_a_postgresql_restart_mid_chat_loses_no_acked_message(
             in_flight = {k for k in flow.sent if k not in flow.acks and k not in flow.errors}
 
             stored = await stored_messages(run.database_url, pair.session_id)
-            check_against_database(flow, stored)
+            check_against_database([flow], stored)
             first_pass = (len(flow.sent), len(flow.acks), len(flow.errors), len(stored))
 
             await flow.resend_unacked(pair.provider)
             stored = await stored_messages(run.database_url, pair.session_id)
-            check_against_database(flow, stored)
+            check_against_database([flow], stored)
 
             # The seeker's socket stayed open through it all; a new one resumes everything.
             async with open_client(server, "seeker", pair.seeker_id) as again:
