@@ -95,7 +95,9 @@ def upgrade() -> None:
     op.create_index(
         "ix_work_sessions_to_erase",
         "work_sessions",
-        [sa.text("coalesce(cancelled_at, completed_at)")],
+        # The state first: SQLite, with no statistics, would otherwise rather read every
+        # ended session through ix_work_sessions_connection_state.
+        ["connection_state", sa.text("coalesce(cancelled_at, completed_at)")],
         unique=False,
         postgresql_where=sa.text(SESSIONS_TO_ERASE),
         sqlite_where=sa.text(SESSIONS_TO_ERASE),

@@ -168,8 +168,16 @@ class Jobs:
             return 0
         messages = sum(s.messages for s in outcome.swept)
         events = sum(s.events for s in outcome.swept)
-        logger.info("swept %d messages, %d events", messages, events)
-        return messages + events
+        sessions = sum(s.sessions for s in outcome.swept)
+        orders = sum(s.orders for s in outcome.swept)
+        logger.info(
+            "swept %d messages, %d events; erased %d sessions, %d orders",
+            messages,
+            events,
+            sessions,
+            orders,
+        )
+        return messages + events + sessions + orders
 
 
 def build_scheduler(jobs: Jobs, settings: Settings) -> AsyncIOScheduler:

@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select
 
-from tests.factories import make_chat_message, make_work_session
+from tests.factories import make_chat_message, make_work_order, make_work_session
 from tests.rest.conftest import Published, bearer
 from worksession import geo
 from worksession.kit.clock import isoformat_z, utcnow
@@ -25,8 +26,11 @@ from worksession.models import (
     WorkOrder,
     WorkSession,
 )
+from worksession.pipeline.commands import SweepExpired
+from worksession.state import AppState
 
 SESSIONS = "/internal/v1/sessions"
+ORDERS = "/internal/v1/work-orders"
 SOME_UUID = "0b7e7c5e-8f5a-4a36-9a43-0d1f8f6b7f10"
 
 
@@ -105,6 +109,58 @@ async def test_get_session_is_the_whole_session(
         "updated_at": z,
         "last_seq": 7,
     }
+
+
+async def test_after_the_sweep_the_api_shows_no_mediums_positions_or_details(
+    app: FastAPI, client: httpx.AsyncClient, db: Database, db_url: str
+) -> None:
+    """PROTOCOL 5 (1.1): 24 h after the end, the phone numbers, the positions and the
+    order's details are gone from what the internal API answers; ids, states and times
+    stay."""
+    ended = utcnow().replace(microsecond=0) - timedelta(hours=25)
+    personal = {"address": "12 MG Road"}
+    async with db.transaction() as s:
+        session = await make_work_session(
+            s,
+            seeker_id="s-1",
+            provider_id="p-1",
+            state="cancelled",
+            cancelled_by="seeker",
+            cancelled_at=ended,
+            seeker_selected_mediums={"whatsapp": "9876543210"},
+            provider_selected_mediums={"call": "8123456789"},
+            mediums_shared_at=ended,
+            seeker_latitude=12.9716,
+            seeker_longitude=77.5946,
+            provider_latitude=12.9720,
+            provider_longitude=77.5950,
+            current_distance_meters=55.0,
+        )
+        order = await s.get(WorkOrder, session.work_order_id)
+        assert order is not None
+        order.status, order.updated_at, order.details = "cancelled", ended, personal
+        order.seeker_latitude, order.seeker_longitude = 12.9716, 77.5946
+        unmatched = await make_work_order(
+            s, status="expired", details=personal, seeker_latitude=1.0, seeker_longitude=2.0
+        )
+        unmatched.updated_at = ended
+    headers = service_auth(db_url)
+    before = (await client.get(f"{SESSIONS}/{session.session_id}", headers=headers)).json()
+    assert before["mediums"]["seeker"] == {"whatsapp": "9876543210"}
+
+    state: AppState = app.state.worksession
+    await state.pipeline.submit(SweepExpired())
+
+    after = (await client.get(f"{SESSIONS}/{session.session_id}", headers=headers)).json()
+    assert after["mediums"] == {"seeker": None, "provider": None}
+    assert after["positions"] == {"seeker": None, "provider": None}
+    assert (after["distance_meters"], after["distance_formatted"]) == (None, None)
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"mediums", "positions", "distance_meters", "distance_formatted"}
+    for work_id in (session.work_order_id, unmatched.id):
+        view = (await client.get(f"{ORDERS}/{work_id}", headers=headers)).json()
+        assert (view["details"], view["seeker_location"]) == ({}, None)
+        assert view["status"] in {"cancelled", "expired"}
 
 
 async def test_get_unknown_session_is_404(client: httpx.AsyncClient, db_url: str) -> None:

@@ -12,6 +12,9 @@ from worksession.models.base import Base, Timestamped, UserId
 TO_ERASE_SQL = text("erased_at IS NULL AND status NOT IN ('pending', 'accepted')")
 """Orders that have ended (every status but these two is final) and still hold their
 details and the seeker's location: what the retention sweep looks at."""
+PERSONAL_COLUMNS: tuple[str, ...] = ("details", "seeker_latitude", "seeker_longitude")
+"""What the retention sweep erases (PROTOCOL 5): ``details`` becomes ``{}``, the location
+null."""
 
 
 class WorkOrder(Timestamped, Base):

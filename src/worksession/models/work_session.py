@@ -12,7 +12,6 @@ from sqlalchemy import (
     Integer,
     String,
     Uuid,
-    func,
     text,
 )
 from sqlalchemy.orm import InstrumentedAttribute, Mapped, mapped_column
@@ -23,6 +22,23 @@ from worksession.models.base import Base, Timestamped, UserId
 LIVE_STATES_SQL = text("connection_state IN ('waiting', 'active')")
 TO_ERASE_SQL = text("erased_at IS NULL AND connection_state IN ('cancelled', 'completed')")
 """Ended sessions whose personal data is still stored: what the retention sweep looks at."""
+TO_ERASE_ENDED_AT = "coalesce(cancelled_at, completed_at)"
+"""When a session ended; ``ix_work_sessions_to_erase`` indexes exactly this expression."""
+PERSONAL_COLUMNS: tuple[str, ...] = (
+    "seeker_latitude",
+    "seeker_longitude",
+    "provider_latitude",
+    "provider_longitude",
+    "distance_seeker_latitude",
+    "distance_seeker_longitude",
+    "distance_provider_latitude",
+    "distance_provider_longitude",
+    "current_distance_meters",
+    "seeker_selected_mediums",
+    "provider_selected_mediums",
+)
+"""What the retention sweep erases (PROTOCOL 5): the mediums (phone numbers), both
+positions and the distance between them. Ids, states and times stay."""
 
 
 class WorkSession(Timestamped, Base):
@@ -116,7 +132,8 @@ class WorkSession(Timestamped, Base):
         ),
         Index(
             "ix_work_sessions_to_erase",
-            func.coalesce(text("cancelled_at"), text("completed_at")),
+            "connection_state",
+            text(TO_ERASE_ENDED_AT),
             postgresql_where=TO_ERASE_SQL,
             sqlite_where=TO_ERASE_SQL,
         ),

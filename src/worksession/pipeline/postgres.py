@@ -31,6 +31,11 @@ from worksession.eventlog.events import LoggedEvent
 from worksession.kit.db import is_database_unavailable
 from worksession.kit.sqltypes import UTCDateTime
 from worksession.models import Base
+from worksession.models.work_order import PERSONAL_COLUMNS as ORDER_PERSONAL_COLUMNS
+from worksession.models.work_order import TO_ERASE_SQL as ORDERS_TO_ERASE
+from worksession.models.work_session import PERSONAL_COLUMNS as SESSION_PERSONAL_COLUMNS
+from worksession.models.work_session import TO_ERASE_ENDED_AT as SESSION_ENDED_AT
+from worksession.models.work_session import TO_ERASE_SQL as SESSIONS_TO_ERASE
 from worksession.pipeline.decision import ExpireChat, Flag, Sweep
 from worksession.pipeline.rows import (
     SESSION_COLUMNS,
@@ -43,7 +48,7 @@ from worksession.pipeline.rows import (
 )
 from worksession.pipeline.store import Conflict, Contention, Swept
 from worksession.pipeline.world import ClientKey, UserKey
-from worksession.sessions.states import ENDED_STATES, LIVE_STATES
+from worksession.sessions.states import LIVE_STATES
 
 Connection = Any
 """An asyncpg connection (asyncpg ships no type information)."""
@@ -54,7 +59,6 @@ SERVER_SETTINGS: Final = {
 }
 
 _LIVE = ", ".join(f"'{s.value}'" for s in sorted(LIVE_STATES))
-_ENDED = ", ".join(f"'{s.value}'" for s in sorted(ENDED_STATES))
 
 
 def _pg_type(table: Table, column: str) -> str:
@@ -261,9 +265,26 @@ _SET_FLAG: Final = {
     ),
 }
 _SWEEP_MESSAGES: Final = "DELETE FROM chat_messages WHERE expires_at <= $1"
-_SWEEP_EVENTS: Final = (
-    "DELETE FROM session_events WHERE session_id IN (SELECT id FROM work_sessions"
-    f" WHERE connection_state IN ({_ENDED}) AND COALESCE(cancelled_at, completed_at) <= $1)"
+# The WHERE clauses repeat the partial indexes' predicates word for word, which is what
+# lets the planner use them. A session's messages go with it even if one missed its expiry.
+_ERASE_SESSIONS: Final = (
+    "WITH erased AS (UPDATE work_sessions SET "
+    + ", ".join(f"{c} = NULL" for c in SESSION_PERSONAL_COLUMNS)
+    + f", erased_at = $2 WHERE {SESSIONS_TO_ERASE.text} AND {SESSION_ENDED_AT} <= $1"
+    " RETURNING id),"
+    " events AS (DELETE FROM session_events e USING erased WHERE e.session_id = erased.id"
+    " RETURNING 1),"
+    " messages AS (DELETE FROM chat_messages m USING erased WHERE m.session_id = erased.id"
+    " RETURNING 1)"
+    " SELECT (SELECT count(*) FROM erased), (SELECT count(*) FROM events),"
+    " (SELECT count(*) FROM messages)"
+)
+_ERASE_ORDERS: Final = (
+    "UPDATE work_orders SET "
+    + ", ".join(
+        "details = '{}'::jsonb" if c == "details" else f"{c} = NULL" for c in ORDER_PERSONAL_COLUMNS
+    )
+    + f", erased_at = $2 WHERE {ORDERS_TO_ERASE.text} AND updated_at <= $1"
 )
 
 
@@ -418,8 +439,11 @@ class PostgresTransaction:
 
     async def sweep(self, sweep: Sweep) -> Swept:
         messages = _deleted(await self._c.execute(_SWEEP_MESSAGES, sweep.now))
-        events = _deleted(await self._c.execute(_SWEEP_EVENTS, sweep.ended_before))
-        return Swept(messages=messages, events=events)
+        sessions, events, left = await self._c.fetchrow(
+            _ERASE_SESSIONS, sweep.ended_before, sweep.now
+        )
+        orders = _deleted(await self._c.execute(_ERASE_ORDERS, sweep.ended_before, sweep.now))
+        return Swept(messages=messages + left, events=events, sessions=sessions, orders=orders)
 
     async def _rows(self, statement: str, shape: _Rows, rows: Sequence[Any]) -> None:
         """``statement`` over ``rows``, dataclasses whose fields include ``shape``'s columns."""

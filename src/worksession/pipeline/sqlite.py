@@ -27,6 +27,8 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
+    null,
     or_,
     select,
     tuple_,
@@ -38,7 +40,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from worksession.eventlog.events import LoggedEvent
+from worksession.kit.sqltypes import UTCDateTime
 from worksession.models import Base, ProviderActiveStatus, SeekerSearchPreference
+from worksession.models.work_order import PERSONAL_COLUMNS as ORDER_PERSONAL_COLUMNS
+from worksession.models.work_order import TO_ERASE_SQL as ORDERS_TO_ERASE
+from worksession.models.work_session import PERSONAL_COLUMNS as SESSION_PERSONAL_COLUMNS
+from worksession.models.work_session import TO_ERASE_ENDED_AT as SESSION_ENDED_AT
+from worksession.models.work_session import TO_ERASE_SQL as SESSIONS_TO_ERASE
 from worksession.pipeline.decision import ExpireChat, Flag, Sweep
 from worksession.pipeline.rows import (
     SESSION_COLUMNS,
@@ -51,7 +59,7 @@ from worksession.pipeline.rows import (
 )
 from worksession.pipeline.store import Conflict, Swept
 from worksession.pipeline.world import ClientKey, UserKey
-from worksession.sessions.states import ENDED_STATES, LIVE_STATES
+from worksession.sessions.states import LIVE_STATES
 
 _TABLES: Final = Base.metadata.tables
 _SESSIONS: Final = _TABLES["work_sessions"]
@@ -350,17 +358,45 @@ class SqliteTransaction:
             )
 
     async def sweep(self, sweep: Sweep) -> Swept:
-        messages = await self._c.execute(
+        expired = await self._c.execute(
             delete(_MESSAGES).where(_MESSAGES.c.expires_at <= sweep.now)
         )
-        ended_long_ago = select(_SESSIONS.c.id).where(
-            _SESSIONS.c.connection_state.in_([s.value for s in ENDED_STATES]),
-            func.coalesce(_SESSIONS.c.cancelled_at, _SESSIONS.c.completed_at) <= sweep.ended_before,
+        # The predicates are the partial indexes' own text, literally: SQLite uses a partial
+        # index only for a query whose WHERE repeats its terms (bound values do not).
+        ended_at = literal_column(SESSION_ENDED_AT, UTCDateTime())
+        to_erase = (SESSIONS_TO_ERASE, ended_at <= sweep.ended_before)
+        erasing = select(_SESSIONS.c.id).where(*to_erase)
+        events = await self._c.execute(delete(_EVENTS).where(_EVENTS.c.session_id.in_(erasing)))
+        left = await self._c.execute(delete(_MESSAGES).where(_MESSAGES.c.session_id.in_(erasing)))
+        sessions = await self._c.execute(
+            update(_SESSIONS)
+            .where(*to_erase)
+            .values(
+                {
+                    **{c: null() for c in SESSION_PERSONAL_COLUMNS},
+                    "erased_at": sweep.now,
+                    "updated_at": _SESSIONS.c.updated_at,
+                }
+            )
         )
-        events = await self._c.execute(
-            delete(_EVENTS).where(_EVENTS.c.session_id.in_(ended_long_ago))
+        orders = await self._c.execute(
+            update(_ORDERS)
+            .where(ORDERS_TO_ERASE, _ORDERS.c.updated_at <= sweep.ended_before)
+            .values(
+                {
+                    **{c: {} if c == "details" else null() for c in ORDER_PERSONAL_COLUMNS},
+                    "erased_at": sweep.now,
+                    # Kept: an ended order's updated_at is the time it ended.
+                    "updated_at": _ORDERS.c.updated_at,
+                }
+            )
         )
-        return Swept(messages=int(messages.rowcount), events=int(events.rowcount))
+        return Swept(
+            messages=int(expired.rowcount) + int(left.rowcount),
+            events=int(events.rowcount),
+            sessions=int(sessions.rowcount),
+            orders=int(orders.rowcount),
+        )
 
     async def _insert(self, table: Table, columns: Sequence[str], rows: Sequence[Any]) -> None:
         if rows:

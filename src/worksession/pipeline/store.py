@@ -45,6 +45,10 @@ class Contention(Exception):
 class Swept:
     messages: int
     events: int
+    sessions: int = 0
+    """Ended sessions whose mediums and positions were erased."""
+    orders: int = 0
+    """Ended orders whose details and location were erased."""
 
 
 class Transaction(Protocol):
@@ -128,7 +132,12 @@ class Transaction(Protocol):
 
     async def set_flags(self, flags: dict[tuple[Flag, str], bool], now: datetime) -> None: ...
 
-    async def sweep(self, sweep: Sweep) -> Swept: ...
+    async def sweep(self, sweep: Sweep) -> Swept:
+        """Delete the messages expired at ``sweep.now``; for each session that ended at or
+        before ``sweep.ended_before`` and is not erased yet, delete its events and messages
+        and erase its personal data; erase that of each order ended by then. Each set is
+        one statement served by a partial index of what is still to erase."""
+        ...
 
 
 class Store(Protocol):
