@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from worksession.config import Settings
+from worksession.kit.jwt import InvalidToken
 from worksession.lifespan import build_verifier
 
 
@@ -125,3 +126,113 @@ async def test_database_errors_never_carry_bound_values(tmp_path: Path) -> None:
         assert "9876543210" not in str(caught.value)
     finally:
         await db.dispose()
+
+
+LONG_SECRET = "participant-secret-0123456789-abcdefghijklmnop"
+SERVICE_SECRET = "service-secret-0123456789-abcdefghijklmnopqrs"
+
+
+def _refused(tmp_path: Path, args: list[str], **env: str) -> str:
+    """Run ``worksession <args>`` expecting a refusal: the one stderr line."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "worksession", *args],
+            env=_bare_environment() | env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"worksession {' '.join(args)} started instead of refusing")
+    assert result.returncode == 78, result.stderr  # EX_CONFIG
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("worksession: refusing to start: ")
+    return lines[0].removeprefix("worksession: refusing to start: ")
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({}, "WORKSESSION_JWT_SECRET is the development default"),
+        (
+            {"WORKSESSION_JWT_SECRET": "short-but-not-empty"},
+            "WORKSESSION_JWT_SECRET is shorter than 32 bytes",
+        ),
+        (
+            {"WORKSESSION_JWT_SECRET": LONG_SECRET},
+            "WORKSESSION_SERVICE_JWT_SECRET (or WORKSESSION_SERVICE_JWT_PUBLIC_KEY) is not set: "
+            "in production service tokens need a key of their own",
+        ),
+        (
+            {"WORKSESSION_JWT_SECRET": LONG_SECRET, "WORKSESSION_SERVICE_JWT_SECRET": LONG_SECRET},
+            "WORKSESSION_SERVICE_JWT_SECRET is the participant secret",
+        ),
+    ],
+    ids=["default-secret", "short-secret", "no-service-key", "service-key-is-participant-key"],
+)
+def test_production_refuses_to_start_with_one_line(
+    tmp_path: Path, env: dict[str, str], reason: str
+) -> None:
+    port = str(_free_port())
+    assert _refused(tmp_path, ["serve", "--port", port], WORKSESSION_ENV="production", **env) == (
+        reason
+    )
+
+
+@pytest.mark.parametrize("mode", ["dev", "test"])
+def test_a_non_loopback_address_refuses_the_default_secret_in_any_mode(
+    tmp_path: Path, mode: str
+) -> None:
+    args = ["serve", "--host", "0.0.0.0", "--port", str(_free_port())]  # noqa: S104
+    assert _refused(tmp_path, args, WORKSESSION_ENV=mode) == (
+        "WORKSESSION_JWT_SECRET is the development default; refusing to listen on 0.0.0.0"
+    )
+
+
+def test_a_non_loopback_address_refuses_a_short_service_secret(tmp_path: Path) -> None:
+    args = ["serve", "--host", "::", "--port", str(_free_port())]
+    env = {"WORKSESSION_JWT_SECRET": LONG_SECRET, "WORKSESSION_SERVICE_JWT_SECRET": "too-short"}
+    assert _refused(tmp_path, args, **env) == (
+        "WORKSESSION_SERVICE_JWT_SECRET is shorter than 32 bytes; refusing to listen on ::"
+    )
+
+
+def test_a_bad_setting_is_one_line_that_never_echoes_a_secret(tmp_path: Path) -> None:
+    secret = "a-secret-that-must-never-be-printed"
+    reason = _refused(
+        tmp_path,
+        ["migrate"],
+        WORKSESSION_ENV="production",
+        WORKSESSION_JWT_SECRET=secret,
+        WORKSESSION_OFFER_TTL_S="soon",
+    )
+    assert reason.startswith("WORKSESSION_OFFER_TTL_S: Input should be a valid number")
+    assert secret not in reason
+
+
+def test_the_internal_port_may_not_be_the_public_port(tmp_path: Path) -> None:
+    port = str(_free_port())
+    assert _refused(tmp_path, ["serve", "--port", port], WORKSESSION_INTERNAL_PORT=port) == (
+        "WORKSESSION_INTERNAL_PORT is the public port (--port)"
+    )
+
+
+def test_token_mints_service_tokens_with_the_service_key() -> None:
+    env = _bare_environment() | {
+        "WORKSESSION_JWT_SECRET": LONG_SECRET,
+        "WORKSESSION_SERVICE_JWT_SECRET": SERVICE_SECRET,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "worksession", "token", "--sub", "svc", "--user-type", "service"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    settings = Settings(jwt_secret=LONG_SECRET, service_jwt_secret=SERVICE_SECRET)
+    assert build_verifier(settings).verify(result.stdout.strip()).user_type == "service"
+    with pytest.raises(InvalidToken):
+        build_verifier(Settings(jwt_secret=LONG_SECRET)).verify(result.stdout.strip())

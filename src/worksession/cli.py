@@ -10,9 +10,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from worksession.config import Settings
 
@@ -31,10 +33,39 @@ class TokenUserType(StrEnum):
     service = "service"
 
 
+# sysexits.h EX_CONFIG: a supervisor can tell "fix the configuration" from a crash.
+EXIT_CONFIG = 78
+
+
+def refuse(reason: str) -> NoReturn:
+    """Stop before serving anything, with one line that says why (an operator reads it in
+    a container's log; a traceback would bury it, and pydantic's would print the input)."""
+    typer.echo(f"worksession: refusing to start: {reason}", err=True)
+    raise typer.Exit(EXIT_CONFIG)
+
+
+def _reason(error: ValidationError) -> str:
+    reasons = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        message = str(item["msg"]).removeprefix("Value error, ")
+        field = ".".join(str(part) for part in item["loc"])
+        reasons.append(f"WORKSESSION_{field.upper()}: {message}" if field else message)
+    return " ".join("; ".join(reasons).split())
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        refuse(_reason(exc))
+    except SettingsError as exc:
+        refuse(" ".join(str(exc).split()))
+
+
 def _settings() -> Settings:
     from worksession.ops.logs import configure_logging
 
-    settings = Settings()
+    settings = load_settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     return settings
 
@@ -51,6 +82,11 @@ def serve(
     from worksession.lifespan import describe_database
     from worksession.migrate import ensure_schema
 
+    exposed = settings.exposure_refusal(host)
+    if exposed:
+        refuse(exposed)
+    if settings.internal_port == port:
+        refuse("WORKSESSION_INTERNAL_PORT is the public port (--port)")
     settings = _settings()
     if workers > 1 and not settings.redis_url:
         # The in-process broker cannot reach another process's sockets, and every process
@@ -145,7 +181,7 @@ def token(
     """Print a signed token, for trying the service out."""
     from worksession.lifespan import build_verifier
 
-    verifier = build_verifier(Settings())
+    verifier = build_verifier(load_settings())
     typer.echo(verifier.issue(sub=sub, user_type=user_type.value, ttl_s=ttl))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from typing import Literal
 
@@ -34,6 +35,17 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # Service tokens (the internal API) as a trust domain of their own (PROTOCOL 1, *1.1*).
+    service_jwt_secret: str | None = None
+    service_jwt_public_key: str | None = None
+    service_jwt_audience: str | None = None
+
+    # A port of its own for /internal/* and /metrics, kept off the public network.
+    internal_port: int | None = Field(default=None, ge=1, le=65535)
+    # uvicorn's guards against clients that hold connections open for nothing.
+    limit_concurrency: int | None = Field(default=None, ge=1)
+    timeout_keep_alive_s: int = Field(default=5, ge=1)
+    header_timeout_s: float = Field(default=10.0, gt=0)
 
     distance_interval_s: float = Field(default=30.0, gt=0)
     move_threshold_m: float = Field(default=50.0, ge=0)
@@ -67,17 +79,85 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     @model_validator(mode="after")
-    def _refuse_weak_secrets_in_production(self) -> Settings:
+    def _refuse_unsafe_configuration(self) -> Settings:
         if not self.allowed_algorithms:
             raise ValueError("WORKSESSION_JWT_ALGORITHMS lists no algorithm")
-        hmac_algorithms = [a for a in self.allowed_algorithms if a.startswith("HS")]
-        if self.env == "production" and hmac_algorithms:
-            if self.jwt_secret == DEFAULT_JWT_SECRET:
-                raise ValueError("WORKSESSION_JWT_SECRET is the development default")
-            needed = max(HMAC_MIN_KEY_BYTES.get(a, MIN_SECRET_BYTES) for a in hmac_algorithms)
-            if len(self.jwt_secret.encode()) < needed:
-                raise ValueError(f"WORKSESSION_JWT_SECRET is shorter than {needed} bytes")
         uses_public_key = any(not a.startswith("HS") for a in self.allowed_algorithms)
         if uses_public_key and not self.jwt_public_key:
             raise ValueError("an asymmetric JWT algorithm needs WORKSESSION_JWT_PUBLIC_KEY")
         return self
+        self._check_service_domain()
+
+    @property
+    def has_service_key(self) -> bool:
+        return bool(self.service_jwt_secret or self.service_jwt_public_key)
+
+    @cached_property
+    def service_algorithms(self) -> tuple[str, ...]:
+        """The allowed algorithms the service key can verify (HS* for a secret, the
+        others for a public key)."""
+        return tuple(
+            a
+            for a in self.allowed_algorithms
+            if (self.service_jwt_secret if a.startswith("HS") else self.service_jwt_public_key)
+        )
+
+    def _check_service_domain(self) -> None:
+        if self.has_service_key and not self.service_algorithms:
+            raise ValueError(
+                "WORKSESSION_JWT_ALGORITHMS allows no algorithm the service key can verify"
+            )
+        if self.env != "production":
+            return
+        weak = self.weak_secret()
+        if weak:
+            raise ValueError(weak)
+        if not self.has_service_key:
+            raise ValueError(
+                "WORKSESSION_SERVICE_JWT_SECRET (or WORKSESSION_SERVICE_JWT_PUBLIC_KEY) is not "
+                "set: in production service tokens need a key of their own"
+            )
+        if self.service_jwt_secret and self.service_jwt_secret == self.jwt_secret:
+            raise ValueError("WORKSESSION_SERVICE_JWT_SECRET is the participant secret")
+        if self.service_jwt_public_key and (
+            self.service_jwt_public_key.strip() == (self.jwt_public_key or "").strip()
+        ):
+            raise ValueError("WORKSESSION_SERVICE_JWT_PUBLIC_KEY is the participant public key")
+
+    def weak_secret(self) -> str | None:
+        """Why an HMAC secret in use is not fit to face a network (the development
+        default, or shorter than RFC 7518 asks for its algorithms), or None."""
+        hmac_algorithms = [a for a in self.allowed_algorithms if a.startswith("HS")]
+        if not hmac_algorithms:
+            return None
+        needed = max(HMAC_MIN_KEY_BYTES.get(a, MIN_SECRET_BYTES) for a in hmac_algorithms)
+        for name, secret in (
+            ("WORKSESSION_JWT_SECRET", self.jwt_secret),
+            ("WORKSESSION_SERVICE_JWT_SECRET", self.service_jwt_secret),
+        ):
+            if secret is None:
+                continue
+            if secret == DEFAULT_JWT_SECRET:
+                return f"{name} is the development default"
+            if len(secret.encode()) < needed:
+                return f"{name} is shorter than {needed} bytes"
+        return None
+
+    def exposure_refusal(self, host: str) -> str | None:
+        """Why the service must not listen on ``host``, whatever ``env`` says: anything but
+        a loopback address reaches a network, where a default or short secret lets anyone
+        mint tokens."""
+        if is_loopback(host):
+            return None
+        weak = self.weak_secret()
+        return f"{weak}; refusing to listen on {host}" if weak else None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        # A host name other than localhost may resolve to any interface.
+        return False

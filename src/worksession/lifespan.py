@@ -29,12 +29,33 @@ logger = logging.getLogger(__name__)
 
 
 def build_verifier(settings: Settings) -> TokenVerifier:
+    """Participant tokens and, when a service key or audience is set, service tokens as a
+    trust domain of their own (PROTOCOL 1, *1.1*)."""
+    service_audience = settings.service_jwt_audience or settings.jwt_audience
+    service: TokenVerifier | None = None
+    if settings.has_service_key:
+        service = TokenVerifier(
+            algorithms=settings.service_algorithms,
+            hmac_secret=settings.service_jwt_secret,
+            public_key=settings.service_jwt_public_key,
+            issuer=settings.jwt_issuer,
+            audience=service_audience,
+        )
+    elif settings.service_jwt_audience:
+        service = TokenVerifier(
+            algorithms=settings.allowed_algorithms,
+            hmac_secret=settings.jwt_secret,
+            public_key=settings.jwt_public_key,
+            issuer=settings.jwt_issuer,
+            audience=service_audience,
+        )
     return TokenVerifier(
         algorithms=settings.allowed_algorithms,
         hmac_secret=settings.jwt_secret,
         public_key=settings.jwt_public_key,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
+        service_domain=service,
     )
 
 

@@ -549,3 +549,113 @@ def test_issue_refuses_what_verify_would_refuse(
         hs.issue(sub="s", user_type="seeker", now=datetime(2030, 1, 1))
     with pytest.raises(ValueError, match="finite"):
         hs.issue(sub="s", user_type="seeker", ttl_s=float("inf"))
+
+
+# --- service tokens as a trust domain of their own (PROTOCOL 1, *1.1*) ---------------------
+
+SERVICE_SECRET = "service-secret-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJK"
+
+
+def _domains(**settings: Any) -> TokenVerifier:
+    from worksession.config import Settings
+    from worksession.lifespan import build_verifier
+
+    return build_verifier(Settings(_env_file=None, jwt_secret=SECRET, **settings))  # type: ignore[call-arg]
+
+
+def _hs256(payload: dict[str, Any], secret: str) -> str:
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def _plain(**overrides: Any) -> dict[str, Any]:
+    return claims(**{"iss": DROP, "aud": DROP, **overrides})
+
+
+def test_with_a_service_key_the_participant_key_cannot_sign_a_service_token() -> None:
+    verifier = _domains(service_jwt_secret=SERVICE_SECRET)
+    with pytest.raises(InvalidToken) as refused:
+        verifier.verify(_hs256(_plain(user_type="service"), SECRET))
+    assert refused.value.reason == "bad_signature"
+    assert verifier.verify(_hs256(_plain(user_type="service"), SERVICE_SECRET)).user_type == (
+        "service"
+    )
+
+
+@pytest.mark.parametrize("user_type", ["seeker", "provider"])
+def test_with_a_service_key_it_cannot_sign_a_participant_token(user_type: str) -> None:
+    verifier = _domains(service_jwt_secret=SERVICE_SECRET)
+    with pytest.raises(InvalidToken) as refused:
+        verifier.verify(_hs256(_plain(user_type=user_type), SERVICE_SECRET))
+    assert refused.value.reason == "bad_signature"
+    assert verifier.verify(_hs256(_plain(user_type=user_type), SECRET)).user_type == user_type
+
+
+def test_without_a_service_key_service_tokens_share_the_participant_key() -> None:
+    # Outside production the service key is optional; tools and tests mint with one key.
+    verifier = _domains()
+    assert verifier.verify(_hs256(_plain(user_type="service"), SECRET)).user_type == "service"
+
+
+def test_the_service_audience_is_required_of_service_tokens_only() -> None:
+    verifier = _domains(service_jwt_secret=SERVICE_SECRET, service_jwt_audience="internal-api")
+    for payload, reason in (
+        (_plain(user_type="service"), "missing_claim:aud"),
+        (_plain(user_type="service", aud="worksession"), "bad_claim:aud"),
+    ):
+        with pytest.raises(InvalidToken) as refused:
+            verifier.verify(_hs256(payload, SERVICE_SECRET))
+        assert refused.value.reason == reason
+    good = _plain(user_type="service", aud="internal-api")
+    assert verifier.verify(_hs256(good, SERVICE_SECRET)).user_type == "service"
+    # A participant token needs no service audience (none is configured for participants).
+    assert verifier.verify(_hs256(_plain(), SECRET)).user_type == "seeker"
+
+
+def test_the_service_audience_applies_even_on_the_shared_key() -> None:
+    verifier = _domains(service_jwt_audience="internal-api")
+    with pytest.raises(InvalidToken, match="missing_claim:aud"):
+        verifier.verify(_hs256(_plain(user_type="service"), SECRET))
+    good = _plain(user_type="service", aud="internal-api")
+    assert verifier.verify(_hs256(good, SECRET)).user_type == "service"
+
+
+def test_issue_signs_service_tokens_with_the_service_key() -> None:
+    verifier = _domains(service_jwt_secret=SERVICE_SECRET, service_jwt_audience="internal-api")
+    service = verifier.issue(sub="orders-svc", user_type="service")
+    assert jwt.decode(service, SERVICE_SECRET, algorithms=["HS256"], audience="internal-api")
+    seeker = verifier.issue(sub="alice", user_type="seeker")
+    assert jwt.decode(seeker, SECRET, algorithms=["HS256"])
+    assert verifier.verify(service).user_type == "service"
+    assert verifier.verify(seeker).user_type == "seeker"
+
+
+def test_a_public_key_service_domain_beside_hmac_participants() -> None:
+    service_key = ec.generate_private_key(ec.SECP256R1())
+    verifier = TokenVerifier(
+        algorithms=["HS256"],
+        hmac_secret=SECRET,
+        public_key=None,
+        service_domain=TokenVerifier(
+            algorithms=["ES256"], hmac_secret=None, public_key=pem(service_key)
+        ),
+    )
+    signed = jwt.encode(_plain(user_type="service"), service_key, algorithm="ES256")
+    assert verifier.verify(signed).user_type == "service"
+    for token, reason in (
+        (_hs256(_plain(user_type="service"), SECRET), "algorithm_not_allowed"),
+        (jwt.encode(_plain(), service_key, algorithm="ES256"), "algorithm_not_allowed"),
+    ):
+        with pytest.raises(InvalidToken) as refused:
+            verifier.verify(token)
+        assert refused.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "payload_segment",
+    ["!!!", b64(b"\xff\xfe"), b64(b"[" * 3000 + b"]" * 3000), b64json(["service"])],
+    ids=["not-base64", "not-utf8", "deep-nesting", "not-an-object"],
+)
+def test_an_unreadable_payload_is_refused_by_the_participant_domain(payload_segment: str) -> None:
+    verifier = _domains(service_jwt_secret=SERVICE_SECRET)
+    with pytest.raises(InvalidToken):
+        verifier.verify(f"{b64json({'alg': 'HS256'})}.{payload_segment}.{b64(b'sig')}")

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from worksession.config import DEFAULT_JWT_SECRET, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+SERVICE_SECRET = "service-" + "s" * 32
 
 
 @pytest.fixture(autouse=True)
@@ -40,19 +41,114 @@ def test_production_refuses_weak_secret(secret: str) -> None:
         Settings(env="production", jwt_secret=secret)
 
 
-def test_production_accepts_a_long_secret() -> None:
-    assert Settings(env="production", jwt_secret="s" * 32).env == "production"
+def test_production_accepts_long_secrets_of_each_domain() -> None:
+    settings = Settings(env="production", jwt_secret="s" * 32, service_jwt_secret=SERVICE_SECRET)
+    assert settings.env == "production"
 
 
 def test_production_needs_a_longer_secret_for_hs512() -> None:
     with pytest.raises(ValidationError, match="64 bytes"):
-        Settings(env="production", jwt_secret="s" * 63, jwt_algorithms="HS256,HS512")
-    assert Settings(env="production", jwt_secret="s" * 64, jwt_algorithms="HS512")
+        Settings(
+            env="production",
+            jwt_secret="s" * 63,
+            jwt_algorithms="HS256,HS512",
+            service_jwt_secret="t" * 64,
+        )
+    with pytest.raises(ValidationError, match="SERVICE_JWT_SECRET is shorter than 64 bytes"):
+        Settings(
+            env="production",
+            jwt_secret="s" * 64,
+            jwt_algorithms="HS512",
+            service_jwt_secret="t" * 63,
+        )
+    assert Settings(
+        env="production", jwt_secret="s" * 64, jwt_algorithms="HS512", service_jwt_secret="t" * 64
+    )
 
 
 def test_production_with_public_keys_only_needs_no_secret() -> None:
-    settings = Settings(env="production", jwt_algorithms="RS256", jwt_public_key="PEM")
+    settings = Settings(
+        env="production",
+        jwt_algorithms="RS256",
+        jwt_public_key="PEM",
+        service_jwt_public_key="SERVICE PEM",
+    )
     assert settings.allowed_algorithms == ("RS256",)
+
+
+def test_production_refuses_to_start_without_a_service_key() -> None:
+    with pytest.raises(ValidationError, match="WORKSESSION_SERVICE_JWT_SECRET .* is not set"):
+        Settings(env="production", jwt_secret="s" * 32)
+
+
+def test_production_refuses_the_participant_secret_as_service_secret() -> None:
+    with pytest.raises(ValidationError, match="SERVICE_JWT_SECRET is the participant secret"):
+        Settings(env="production", jwt_secret="s" * 32, service_jwt_secret="s" * 32)
+
+
+def test_production_refuses_the_participant_public_key_as_service_key() -> None:
+    with pytest.raises(ValidationError, match="is the participant public key"):
+        Settings(
+            env="production",
+            jwt_algorithms="RS256",
+            jwt_public_key="PEM\n",
+            service_jwt_public_key="PEM",
+        )
+
+
+def test_production_refuses_a_default_or_short_service_secret() -> None:
+    for weak in (DEFAULT_JWT_SECRET, "x" * 31):
+        with pytest.raises(ValidationError, match="WORKSESSION_SERVICE_JWT_SECRET"):
+            Settings(env="production", jwt_secret="s" * 32, service_jwt_secret=weak)
+
+
+def test_a_service_key_needs_an_algorithm_it_can_verify() -> None:
+    # A service secret with only RS256 allowed could verify nothing: every service token
+    # would be refused, which is a misconfiguration to report at start, not at 3 a.m.
+    with pytest.raises(ValidationError, match="no algorithm the service key can verify"):
+        Settings(jwt_algorithms="RS256", jwt_public_key="PEM", service_jwt_secret=SERVICE_SECRET)
+
+
+def test_outside_production_the_service_key_is_optional() -> None:
+    settings = Settings()
+    assert not settings.has_service_key
+    assert settings.service_algorithms == ()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "localhost"])
+def test_loopback_may_use_the_default_secret(host: str) -> None:
+    assert Settings().exposure_refusal(host) is None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", "example.internal"])  # noqa: S104
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({}, "WORKSESSION_JWT_SECRET is the development default"),
+        ({"jwt_secret": "x" * 31}, "WORKSESSION_JWT_SECRET is shorter than 32 bytes"),
+        (
+            {"jwt_secret": "x" * 32, "service_jwt_secret": "short"},
+            "WORKSESSION_SERVICE_JWT_SECRET is shorter than 32 bytes",
+        ),
+    ],
+    ids=["default", "short", "short-service"],
+)
+def test_any_other_address_refuses_a_weak_secret_in_any_mode(
+    host: str, overrides: dict[str, str], reason: str
+) -> None:
+    for env in ("dev", "test"):
+        refusal = Settings(env=env, **overrides).exposure_refusal(host)  # type: ignore[arg-type]
+        assert refusal == f"{reason}; refusing to listen on {host}"
+
+
+def test_any_address_accepts_long_secrets() -> None:
+    settings = Settings(jwt_secret="x" * 32, service_jwt_secret=SERVICE_SECRET)
+    assert settings.exposure_refusal("0.0.0.0") is None  # noqa: S104
+
+
+def test_public_keys_only_have_no_secret_to_refuse() -> None:
+    settings = Settings(jwt_algorithms="ES256", jwt_public_key="PEM")
+    assert settings.exposure_refusal("0.0.0.0") is None  # noqa: S104
 
 
 def test_asymmetric_algorithm_needs_a_public_key() -> None:

@@ -6,6 +6,9 @@ Domain-free: the caller passes the allow-list and keys from its settings. Every 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -77,7 +80,12 @@ class TokenVerifier:
         issuer: str | None = None,
         audience: str | None = None,
         leeway_s: float = 0,
+        service_domain: TokenVerifier | None = None,
     ) -> None:
+        """``service_domain``: the verifier of ``service`` tokens when they are a trust domain
+        of their own. A token that says ``user_type: service`` is then checked by it alone,
+        and every other token by this verifier alone, so a participant key cannot sign a
+        service token and a service key cannot sign a participant one."""
         # A bare string is a Sequence[str] too: "HS256" would silently become ["H", "S", ...].
         if isinstance(algorithms, str):
             raise ValueError("algorithms must be a list of names, not a string")
@@ -140,6 +148,7 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway_s = float(leeway_s)
+        self._service_domain = service_domain
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -147,6 +156,19 @@ class TokenVerifier:
 
     def verify(self, token: str, *, now: datetime | None = None) -> Claims:
         """Check signature and claims; raise ``InvalidToken`` on any doubt."""
+        if self._service_domain is not None and _claims_service(token):
+            claims = self._service_domain.verify(token, now=now)
+            if claims.user_type != "service":
+                raise InvalidToken("wrong_domain")
+            return claims
+        claims = self._verify_here(token, now=now)
+        if self._service_domain is not None and claims.user_type == "service":
+            # Unreachable while both read the same JSON the same way; kept so that a parser
+            # difference can never let a participant key open the internal API.
+            raise InvalidToken("wrong_domain")
+        return claims
+
+    def _verify_here(self, token: str, *, now: datetime | None) -> Claims:
         if not isinstance(token, str):
             raise InvalidToken("malformed")
         # Before any decoding, so a huge token costs nothing but this comparison.
@@ -262,10 +284,15 @@ class TokenVerifier:
         now: datetime | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> str:
-        """Sign a token with the first HS* algorithm of the allow-list (CLI and tests only).
+        """Sign a token with the first HS* algorithm of the allow-list (CLI and tests only),
+        with the service domain's key for a ``service`` token when there is one.
 
         A ``ttl_s`` of zero or less gives an already expired token, which tests need.
         """
+        if user_type == "service" and self._service_domain is not None:
+            return self._service_domain.issue(
+                sub=sub, user_type=user_type, ttl_s=ttl_s, now=now, extra=extra
+            )
         if not self._hmac_algs or self._hmac_key is None:
             raise ValueError("issuing needs an HS* algorithm and an HMAC secret")
         if not isinstance(sub, str) or not 1 <= len(sub) <= MAX_SUB_CHARS:
@@ -295,6 +322,21 @@ class TokenVerifier:
         if self._audience is not None:
             payload["aud"] = self._audience
         return jwt.encode(payload, self._hmac_key, algorithm=self._hmac_algs[0])
+
+
+def _claims_service(token: object) -> bool:
+    """Whether the (unverified) payload says ``user_type: service``: it picks the key to
+    verify with, and the verification that follows checks the very same claim."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES or not token.isascii():
+        return False
+    parts = token.split(".")
+    if len(parts) != 3:
+        return False
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError, RecursionError):
+        return False
+    return isinstance(payload, dict) and payload.get("user_type") == "service"
 
 
 def _has_control(text: str) -> bool:
