@@ -96,8 +96,10 @@ class WorkOrderView(BaseModel):
     work_id: int
     seeker_id: str
     status: str = Field(description="pending, accepted, rejected, expired, cancelled or completed")
-    details: dict[str, Any]
-    seeker_location: Location | None
+    details: dict[str, Any] = Field(
+        description="As created; {} once erased, 24 h after the order ended (PROTOCOL 5)."
+    )
+    seeker_location: Location | None = Field(description="As created; null once erased.")
     created_at: UtcTimestamp
     expires_at: UtcTimestamp = Field(description="When the offers lapse if nobody accepts.")
     offers: list[OfferView]

@@ -42,10 +42,10 @@ class SnapshotMediums(BaseModel):
 
     seeker: dict[str, str] | None = Field(
         description="What the seeker selected (bare 10-digit numbers), null before the first "
-        "selection"
+        "selection and once erased (with the chat, 24 h after the session ended)"
     )
     provider: dict[str, str] | None = Field(
-        description="What the provider shared, null before the first share"
+        description="What the provider shared, null before the first share and once erased"
     )
 
 
@@ -97,8 +97,13 @@ class Position(BaseModel):
 class SessionPositions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    seeker: Position | None = Field(description="The seeker's latest kept fix, null before one")
-    provider: Position | None = Field(description="The provider's latest kept fix")
+    seeker: Position | None = Field(
+        description="The seeker's latest kept fix, null before one and once erased (with the "
+        "chat, 24 h after the session ended)"
+    )
+    provider: Position | None = Field(
+        description="The provider's latest kept fix, null before one and once erased"
+    )
 
 
 class SessionDetail(BaseModel):
