@@ -1313,6 +1313,13 @@ def test_create_offers_the_order_to_every_provider() -> None:
     assert world.offers_of(42) == offers
 
 
+def test_create_refuses_a_seeker_among_the_providers() -> None:
+    world = world_of()
+    with pytest.raises(ValidationFailed, match="seeker_id"):
+        decide(world, c.CreateWorkOrder(SEEKER, (P1, SEEKER), {}, None, work_id=43), at(0))
+    assert world.orders == {}
+
+
 # =========================================================================================
 # availability and retention
 # =========================================================================================
