@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     user_rate_limit_burst: int = Field(default=80, ge=1)
     rest_rate_limit_per_s: float = Field(default=10.0, gt=0)
     rest_rate_limit_burst: int = Field(default=20, ge=1)
+    replay_page_size: int = Field(default=200, ge=1, le=10_000)
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -49,15 +49,20 @@ class FakeLog:
         if ending is not None:
             self.events.append(event(last_seq + 1, kind=ending))
         self.calls: list[tuple[uuid.UUID, int, int | None]] = []
+        self.pages: list[int] = []
+        """The rows each read returned."""
         self.broken = False
 
     async def fetch(
-        self, session_id: uuid.UUID, after: int, before: int | None
+        self, session_id: uuid.UUID, after: int, before: int | None, limit: int
     ) -> list[LoggedEvent]:
         self.calls.append((session_id, after, before))
         if self.broken:
             raise ConnectionError("database unavailable")
-        return [e for e in self.events if e.seq > after and (before is None or e.seq < before)]
+        found = [e for e in self.events if e.seq > after and (before is None or e.seq < before)]
+        page = found[:limit]
+        self.pages.append(len(page))
+        return page
 
     def at(self, seq: int) -> LoggedEvent:
         return self.events[seq - 1]
@@ -83,11 +88,15 @@ def event(seq: int, *, kind: str | None = None) -> LoggedEvent:
 
 
 class Harness:
-    def __init__(self, log: FakeLog) -> None:
+    def __init__(self, log: FakeLog, *, page_size: int = 200) -> None:
         self.log = log
         self.socket = FakeSocket()
         self.connection = Connection(
-            self.socket, user_id="seeker-1", role="seeker", fetch_events=log.fetch
+            self.socket,
+            user_id="seeker-1",
+            role="seeker",
+            fetch_events=log.fetch,
+            page_size=page_size,
         )
         self._marks = 0
 
@@ -267,3 +276,48 @@ async def test_a_resume_the_log_cannot_answer_is_an_error_and_can_be_retried(
     ]
     assert seqs(retried) == [4, 5, 6, 7, 8, 9, 10, None]
     assert retried[-1]["last_seq"] == 10
+
+
+async def test_a_long_resume_is_read_in_pages_and_sent_in_order() -> None:
+    h = Harness(FakeLog(450), page_size=200)
+    h.connection.start(baseline={})
+    h.connection.offer(Replay(SESSION, 0, "r"))
+    sent = await h.settle()
+    assert seqs(sent) == [*range(1, 451), None]
+    assert sent[-1]["last_seq"] == 450
+    assert h.log.pages == [200, 200, 50]  # no read returned more than a page
+    assert [after for _, after, _ in h.log.calls] == [0, 200, 400]
+
+
+async def test_a_resume_whose_second_page_fails_keeps_what_the_first_sent() -> None:
+    h = Harness(FakeLog(300), page_size=100)
+    h.connection.start(baseline={})
+    reads = 0
+    fetch = h.log.fetch
+
+    async def failing_second_read(
+        session_id: uuid.UUID, after: int, before: int | None, limit: int
+    ) -> list[LoggedEvent]:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            raise ConnectionError("database unavailable")
+        return await fetch(session_id, after, before, limit)
+
+    h.connection._fetch = failing_second_read
+    h.connection.offer(Replay(SESSION, 0, "r"))
+    sent = await h.settle()
+    assert seqs(sent) == [*range(1, 101), None]
+    assert sent[-1]["code"] == "internal_error"
+    h.connection.offer(Replay(SESSION, 0, "again"))
+    sent = await h.settle()
+    assert seqs(sent) == [*range(101, 301), None]  # nothing twice, nothing lost
+    assert sent[-1]["type"] == "resumed"
+
+
+async def test_a_long_gap_is_filled_in_pages() -> None:
+    h = Harness(FakeLog(500), page_size=200)
+    h.connection.start(baseline={SESSION: 1})
+    h.connection.offer(SendEvent(h.log.at(500)))
+    assert seqs(await h.settle()) == list(range(2, 501))
+    assert max(h.log.pages) <= 200

@@ -13,14 +13,22 @@ from worksession.models import SessionEvent, WorkSession
 
 
 async def read_after(
-    db: AsyncSession, *, session_id: uuid.UUID, after_seq: int, before_seq: int | None = None
+    db: AsyncSession,
+    *,
+    session_id: uuid.UUID,
+    after_seq: int,
+    before_seq: int | None = None,
+    limit: int,
 ) -> list[LoggedEvent]:
-    """Events with ``after_seq < seq < before_seq`` (or to the end), in order."""
+    """The first ``limit`` events with ``after_seq < seq < before_seq`` (or to the end), in
+    order: one page. A long session is read page by page, never whole (a replay from 0 of
+    thousands of events, twenty at once, held tens of megabytes)."""
     query = (
         select(SessionEvent.seq, SessionEvent.kind, SessionEvent.data, SessionEvent.created_at)
         .join(WorkSession, WorkSession.id == SessionEvent.session_id)
         .where(WorkSession.session_id == session_id, SessionEvent.seq > after_seq)
         .order_by(SessionEvent.seq)
+        .limit(limit)
     )
     if before_seq is not None:
         query = query.where(SessionEvent.seq < before_seq)

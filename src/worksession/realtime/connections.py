@@ -38,8 +38,9 @@ from worksession.realtime.ratelimit import TokenBucket
 
 logger = logging.getLogger(__name__)
 
-FetchEvents = Callable[[uuid.UUID, int, int | None], Awaitable[list[LoggedEvent]]]
-"""(session_id, after_seq, before_seq or None) -> the logged events in between, in order."""
+FetchEvents = Callable[[uuid.UUID, int, int | None, int], Awaitable[list[LoggedEvent]]]
+"""(session_id, after_seq, before_seq or None, limit) -> the first ``limit`` logged events
+in between, in order (one page: fewer than ``limit`` means there are no more)."""
 
 LiveSessionOf = Callable[[], Awaitable[uuid.UUID | None]]
 """The id of the user's live session, if any (for a resync after a broker outage)."""
@@ -104,6 +105,7 @@ class Connection:
         fetch_events: FetchEvents,
         live_session_of: LiveSessionOf | None = None,
         queue_size: int = 256,
+        page_size: int = 200,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.socket = socket
@@ -114,6 +116,7 @@ class Connection:
         self._live_session_of = live_session_of
         self._pending: deque[Item] = deque()
         self._queue_size = queue_size
+        self._page_size = page_size
         self._started = False
         self._sent: dict[uuid.UUID, SentRange] = {}
         self._answers: dict[tuple[uuid.UUID, int], str] = {}
@@ -247,9 +250,9 @@ class Connection:
             sent = self._sent[event.session_id] = SentRange(0, 0)
         if event.seq <= sent.high:
             return False
-        if event.seq > sent.high + 1:
+        while event.seq > sent.high + 1:
             try:
-                missing = await self._fetch(event.session_id, sent.high, event.seq)
+                missing = await self._fetch(event.session_id, sent.high, event.seq, self._page_size)
             except Exception as exc:
                 # Sending this one would mark the ones before it as sent. Hold it: the next
                 # event, a resync or the client's own resume fills the gap from the log.
@@ -258,43 +261,58 @@ class Connection:
             for earlier in missing:
                 await self._send_event(earlier)
                 sent.high = earlier.seq
+            if len(missing) < self._page_size:
+                break  # the log has no more before this event (rolled back seqs)
         await self._send_event(event, request_id)
         sent.high = event.seq
         return True
 
     async def _replay(self, session_id: uuid.UUID, after_seq: int, request_id: str | None) -> None:
-        """Send the events after ``after_seq`` that this socket has not sent, in order,
-        then ``resumed`` with the session's real last seq (never the client's word for it:
-        a ``last_seq`` beyond the log must not make the socket drop events as sent)."""
+        """Send the events after ``after_seq`` that this socket has not sent, in order and a
+        page at a time, then ``resumed`` with the session's real last seq (never the
+        client's word for it: a ``last_seq`` beyond the log must not make the socket drop
+        events as sent). Events that happen meanwhile wait in the queue behind the replay."""
         sent = self._sent.get(session_id)
-        start = min(after_seq, sent.high) if sent is not None else 0
-        try:
-            events = await self._fetch(session_id, start, None)
-        except Exception as exc:
-            # ``resumed`` would claim a replay that did not happen (and mark the range as
-            # sent, so a retry would skip it): answer an error, the client resumes again.
-            logger.warning(
-                "could not read the event log to resume: %s",
-                type(exc).__name__,
-                exc_info=not is_database_unavailable(exc),
-            )
-            error = WorksessionError()
-            failed = encode(ErrorFrame(type="error", code=error.code, message=error.message))
-            await self._write(with_request_id(failed, request_id))
-            return
-        last = max((e.seq for e in events), default=sent.high if sent is not None else 0)
+        start = cursor = min(after_seq, sent.high) if sent is not None else 0
+        while True:
+            try:
+                page = await self._fetch(session_id, cursor, None, self._page_size)
+            except Exception as exc:
+                # ``resumed`` would claim a replay that did not happen: answer an error,
+                # the client resumes again (from what the pages before this one sent).
+                logger.warning(
+                    "could not read the event log to resume: %s",
+                    type(exc).__name__,
+                    exc_info=not is_database_unavailable(exc),
+                )
+                if cursor > start:
+                    self._mark_replayed(session_id, after_seq, cursor)
+                error = WorksessionError()
+                failed = encode(ErrorFrame(type="error", code=error.code, message=error.message))
+                await self._write(with_request_id(failed, request_id))
+                return
+            for event in page:
+                already_sent = sent is not None and sent.low < event.seq <= sent.high
+                if event.seq > after_seq and not already_sent:
+                    await self._send_event(event)
+                cursor = event.seq
+            if len(page) < self._page_size:
+                break
+        last = self._mark_replayed(session_id, after_seq, cursor)
+        resumed = encode(Resumed(type="resumed", session_id=str(session_id), last_seq=last))
+        await self._write(with_request_id(resumed, request_id))
+
+    def _mark_replayed(self, session_id: uuid.UUID, after_seq: int, read_to: int) -> int:
+        """The replay read the log up to ``read_to``: the client now has every event up to
+        there (it had those up to ``after_seq``). Returns the highest seq it has."""
+        sent = self._sent.get(session_id)
+        last = max(read_to, sent.high) if sent is not None else read_to
         low = min(after_seq, last)
-        for event in events:
-            already_sent = sent is not None and sent.low < event.seq <= sent.high
-            if event.seq <= after_seq or already_sent:
-                continue
-            await self._send_event(event)
         if sent is None:
             sent = self._sent[session_id] = SentRange(low, last)
         else:
             sent.low, sent.high = min(sent.low, low), max(sent.high, last)
-        resumed = encode(Resumed(type="resumed", session_id=str(session_id), last_seq=sent.high))
-        await self._write(with_request_id(resumed, request_id))
+        return sent.high
 
     async def _resync(self) -> bool:
         """Deliver, through the usual seq tracking, whatever was logged after the last event
@@ -313,20 +331,22 @@ class Connection:
             if live is not None:
                 session_ids.add(live)
         for session_id in session_ids:
-            sent = self._sent.get(session_id)
-            after = sent.high if sent is not None else 0
-            for event in await self._fetch_or_nothing(session_id, after, None):
-                delivered = await self._deliver(event)
-                if delivered and event.kind in TERMINAL_KINDS:
-                    await self._close(CLOSE_SESSION_ENDED, "session ended")
-                    return True
+            while True:
+                sent = self._sent.get(session_id)
+                after = sent.high if sent is not None else 0
+                page = await self._fetch_or_nothing(session_id, after)
+                for event in page:
+                    delivered = await self._deliver(event)
+                    if delivered and event.kind in TERMINAL_KINDS:
+                        await self._close(CLOSE_SESSION_ENDED, "session ended")
+                        return True
+                if len(page) < self._page_size:
+                    break
         return False
 
-    async def _fetch_or_nothing(
-        self, session_id: uuid.UUID, after: int, before: int | None
-    ) -> list[LoggedEvent]:
+    async def _fetch_or_nothing(self, session_id: uuid.UUID, after: int) -> list[LoggedEvent]:
         try:
-            return await self._fetch(session_id, after, before)
+            return await self._fetch(session_id, after, None, self._page_size)
         except Exception as exc:
             # Nothing is marked as sent: the next resync or the client's resume catches up.
             logger.warning("could not read the event log to resync: %s", type(exc).__name__)

@@ -139,6 +139,7 @@ class SocketSession:
             role=role,
             fetch_events=self._fetch_events,
             live_session_of=self._live_session_id,
+            page_size=settings.replay_page_size,
         )
         self._expiry: asyncio.TimerHandle | None = None
         self._typing_in: dict[uuid.UUID, SessionRow] = {}
@@ -213,11 +214,11 @@ class SocketSession:
         return uuid.UUID(snapshot.session_id) if snapshot else None
 
     async def _fetch_events(
-        self, session_id: uuid.UUID, after: int, before: int | None
+        self, session_id: uuid.UUID, after: int, before: int | None, limit: int
     ) -> list[LoggedEvent]:
         async with self.state.db.transaction() as s:
             return await event_log.read_after(
-                s, session_id=session_id, after_seq=after, before_seq=before
+                s, session_id=session_id, after_seq=after, before_seq=before, limit=limit
             )
 
     # --- the frame loop ------------------------------------------------------------------
