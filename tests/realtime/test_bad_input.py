@@ -39,6 +39,8 @@ def roomy_server(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         max_frame_bytes=str(2**20),
         rate_limit_per_s="1000",
         rate_limit_burst="1000",
+        user_rate_limit_per_s="1000",
+        user_rate_limit_burst="1000",
     ) as running:
         yield running
 

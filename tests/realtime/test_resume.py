@@ -33,7 +33,12 @@ from worksession.models import ChatMessage
 BURST = 200
 DROP_AFTER = 70
 AWAY_UNTIL = 150
-BURST_LIMITS = {"rate_limit_per_s": "1000", "rate_limit_burst": "1000"}
+BURST_LIMITS = {
+    "rate_limit_per_s": "1000",
+    "rate_limit_burst": "1000",
+    "user_rate_limit_per_s": "1000",
+    "user_rate_limit_burst": "1000",
+}
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,12 @@ from tests.realtime.conftest import Client, Server, dedicated_server, live_sessi
 def flood_server(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # A rate limit high enough to push megabytes through one session quickly.
     with dedicated_server(
-        db_url, tmp_path_factory.mktemp("flood"), rate_limit_per_s="5000", rate_limit_burst="5000"
+        db_url,
+        tmp_path_factory.mktemp("flood"),
+        rate_limit_per_s="5000",
+        rate_limit_burst="5000",
+        user_rate_limit_per_s="5000",
+        user_rate_limit_burst="5000",
     ) as running:
         yield running
 
