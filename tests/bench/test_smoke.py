@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.report import ORDER
 from tests.conftest import PG_URL, REDIS_URL
 from tests.scaleout.conftest import needs_postgresql_and_redis
@@ -22,6 +24,7 @@ WITHOUT_TARGETS = {"fanout"}
 
 
 @needs_postgresql_and_redis
+@pytest.mark.timeout(660)  # about 170 s on a quiet machine; the run itself is bounded at 600 s
 def test_every_scenario_runs_at_smoke_size(tmp_path: Path) -> None:
     assert PG_URL
     assert REDIS_URL
