@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from worksession.kit.broker import Broker, Deliver, Resubscribed
@@ -144,8 +145,16 @@ class RedisBroker(Broker):
         super().__init__()
         # Bounded waits: a Redis that hangs must fail a publish (the commit stands) rather
         # than hold the frame loop, and must not keep a dead leader believing it leads.
+        # One immediate retry on a connection error: after an outage the pool still holds
+        # connections the outage broke, and each would otherwise fail the first command
+        # that picks it (a lease renewal, a publication) although Redis is back. A
+        # timeout is not retried, so a hanging Redis still fails within the bounds above.
         self.client: Redis = Redis.from_url(
-            url, health_check_interval=10, socket_timeout=5, socket_connect_timeout=2
+            url,
+            health_check_interval=10,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            retry_on_error=[RedisConnectionError],
         )
         self._prefix = f"{prefix}:"
         self._channels: set[str] = set()
