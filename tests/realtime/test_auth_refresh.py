@@ -19,7 +19,8 @@ from worksession.kit.clock import isoformat_z
 from worksession.lifespan import build_verifier
 
 TTL_S = 2
-CLOSE_AT_EXP_WITHIN_S = 1.0
+CLOSE_AT_EXP_WITHIN_S = 0.5
+"""A close this long after ``exp`` is late (the server closes on a timer set for ``exp``)."""
 
 
 async def short_token(server: Server, sub: str, role: str) -> tuple[str, float]:

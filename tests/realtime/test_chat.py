@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from tests.realtime.conftest import Server, live_session
 
@@ -132,12 +133,17 @@ async def test_read_on_a_sent_message_reports_both_steps(server: Server) -> None
 
 async def test_typing_reaches_the_other_side_and_stops_by_itself(server: Server) -> None:
     async with live_session(server) as pair:
+        sent = time.monotonic()
         await pair.seeker.send(
             {"type": "typing_indicator", "session_id": pair.session_id, "is_typing": True}
         )
         typing = await pair.provider.expect("typing_indicator")
-        stopped = await pair.provider.expect("typing_indicator", timeout=4)  # server timeout 1 s
+        stopped = await pair.provider.expect("typing_indicator", timeout=3)
+        after = time.monotonic() - sent
         await pair.seeker.nothing_more()
+    # The server's timeout is 1 s: never before it, and well before twice it (the
+    # configured timeout is the one used, not a multiple of it).
+    assert 1.0 <= after < 1.9
     assert typing == {
         "type": "typing_indicator",
         "session_id": pair.session_id,
