@@ -38,6 +38,10 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict on src/
 bench: $(STAMP) ## Benchmarks on PostgreSQL + Redis: table, bench/results/*.json, docs/benchmarks.md
 	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY))
 
+.PHONY: fuzz
+fuzz: $(STAMP) ## Fuzz a live server with 10,000 hostile frames (FRAMES=n to change; PostgreSQL + Redis when WORKSESSION_TEST_*_URL are set)
+	WORKSESSION_FUZZ_FRAMES=$(or $(FRAMES),10000) $(BIN)/pytest -s -q tests/realtime/test_fuzz.py
+
 .PHONY: format
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests bench

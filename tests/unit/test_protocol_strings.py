@@ -100,3 +100,25 @@ def test_a_request_id_with_a_lone_surrogate_still_encodes() -> None:
 def test_a_non_ascii_request_id_is_sent_as_is() -> None:
     text = with_request_id('{"type":"pong"}', "आईडी")
     assert text == '{"type":"pong","request_id":"आईडी"}'
+
+
+@pytest.mark.parametrize("depth", [33, 1000, 5000])
+def test_nesting_past_32_levels_is_invalid_json_whatever_the_stack(depth: int) -> None:
+    # The limit is the parser's own, so the same frame gets the same answer however deep
+    # the caller already is (Python's recursion limit alone refused it near 1,000 levels,
+    # and only sometimes: it depends on the stack in use).
+    frame = '{"type":"ping","x":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+    bad = _refused(frame)
+    assert bad.error.code == "invalid_json"
+    assert "nested" in bad.error.message
+
+
+def test_nesting_up_to_32_levels_reaches_validation() -> None:
+    frame = '{"type":"ping","x":' + "[" * 31 + "]" * 31 + "}"
+    assert _refused(frame).error.code == "validation_error"
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    text = "[{" * 400 + '\\"' + "[" * 10
+    frame = json.dumps({"type": "chat_message", "session_id": SESSION, "message": text[:2000]})
+    assert parse_frame(frame, role="seeker").type == "chat_message"

@@ -8,6 +8,7 @@ AsyncAPI document. Field names are fixed by the contract.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,10 @@ from worksession.sessions.mediums import InvalidMediums, normalise_mediums
 
 MAX_REQUEST_ID_CHARS = 64
 """Also the limit of ``client_msg_id``: both are the client's own labels (PROTOCOL 3)."""
+MAX_JSON_DEPTH = 32
+"""No frame of the protocol nests deeper than 3; a deeper one is refused before decoding,
+at a depth that does not depend on how deep the decoder's caller already is in the stack
+(Python's recursion limit would otherwise decide, somewhere near 1,000 levels)."""
 MAX_NUMBER_DIGITS = 32
 """Longer integer literals are refused without being converted (a 5,000-digit number
 would otherwise cost quadratic time, or trip Python's 4,300-digit guard)."""
@@ -305,6 +310,22 @@ def _parse_float(literal: str) -> object:
     return float(literal)
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _nests_deeper_than(text: str, limit: int) -> bool:
+    # Fast path: a frame with few brackets cannot nest deeply (nearly every frame).
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
 def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
@@ -332,6 +353,8 @@ def parse_frame(raw: str | bytes, *, role: str) -> InboundMessage:
     """
     if not isinstance(raw, str):
         raise BadFrame(InvalidJson("Binary frames are not accepted; send JSON text"))
+    if _nests_deeper_than(raw, MAX_JSON_DEPTH):
+        raise BadFrame(InvalidJson("JSON nested too deeply"))
     try:
         value = json.loads(
             raw,
