@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     typing_timeout_s: float = Field(default=6.0, gt=0)
     offer_ttl_s: float = Field(default=120.0, gt=0)
     message_retention_hours: float = Field(default=24.0, gt=0)
+    sweep_interval_s: float = Field(default=3600.0, gt=0)
     max_frame_bytes: int = Field(default=16384, ge=256)
     rate_limit_per_s: float = Field(default=20.0, gt=0)
     rate_limit_burst: int = Field(default=40, ge=1)
@@ -75,7 +76,6 @@ class Settings(BaseSettings):
         return tuple(a.strip() for a in self.jwt_algorithms.split(",") if a.strip())
 
     @property
-    sweep_interval_s: float = Field(default=3600.0, gt=0)
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
