@@ -104,3 +104,12 @@ async def proxied_servers(
         await asyncio.to_thread(drop_pg_database, database_url)
     for server in servers:
         assert "Traceback" not in server.log(), server.log()
+
+
+def leaders(servers: list[Server]) -> list[Server]:
+    """The servers whose log says they took the leader lease and did not lose it since."""
+    claims = [
+        (s.log().rfind("now runs the periodic jobs"), s.log().rfind("no longer runs"), s)
+        for s in servers
+    ]
+    return [s for took, gave_up, s in claims if took > gave_up]

@@ -1,12 +1,13 @@
 """A worker SIGKILLed in the middle of a group commit, with chat flowing on its sockets.
 
-Two ``worksession serve`` processes, A and B, each with its own proxy to PostgreSQL. Two
-sessions chat on A, both participants sending. A's replies from PostgreSQL are held for a
-moment (the commands pile up into one batch behind the stalled one), then held again right
-after A's pipeline sent a ``COMMIT``: that batch is committed in the database but A never
-hears so, and A is killed there. That is the worst moment for a crash: committed, nothing
-acked, nothing published. The clients reconnect to B, ``resume`` from the last seq they
-saw, and resend what was not acked with the same ``client_msg_id``.
+Two ``worksession serve`` processes, A and B (the leader), each with its own proxy to
+PostgreSQL. Two sessions chat on A, both participants sending. A's replies from PostgreSQL
+are held for a moment (the commands pile up into one batch behind the stalled one), then
+held again right after A's pipeline sent a ``COMMIT``: that batch is committed in the
+database but A never hears so, and A is killed there. That is the worst moment for a
+crash: committed, nothing acked, nothing published. The clients reconnect to B,
+``resume`` from the last seq they saw, and resend what was not acked with the same
+``client_msg_id``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.faults.chat import ChatFlow, check_against_database, stored_messages, stored_seqs
-from tests.faults.conftest import ProxyTo, needs_postgresql_and_redis, proxied_servers
+from tests.faults.conftest import ProxyTo, leaders, needs_postgresql_and_redis, proxied_servers
 from tests.realtime.conftest import Client, Pair, live_session, open_client
 
 pytestmark = needs_postgresql_and_redis
@@ -43,8 +44,13 @@ async def test_a_worker_killed_mid_group_commit_loses_and_repeats_nothing(
     tmp_path: Path, proxy_to: ProxyTo
 ) -> None:
     async with proxied_servers(tmp_path, proxy_to, workers=2) as run:
-        a, b = run.servers
-        link = run.pgs[0]
+        # The victim is not the leader: only chat batches commit through its pipeline, so
+        # the COMMIT held is one of theirs, not an offer expiry's.
+        while not leaders(run.servers):
+            await asyncio.sleep(0.1)
+        [b] = leaders(run.servers)
+        a = next(s for s in run.servers if s is not b)
+        link = run.pgs[run.servers.index(a)]
         async with AsyncExitStack() as stack:
             pairs: list[Pair] = [
                 await stack.enter_async_context(live_session(a)) for _ in range(SESSIONS)
