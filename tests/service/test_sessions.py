@@ -730,7 +730,7 @@ async def test_snapshot_of_a_live_session(db: Database) -> None:
         snapshot = await lookup.snapshot_for(s, user_id=PROVIDER, role="provider")
 
     assert snapshot is not None
-    frame = snapshot.to_frame_dict()
+    frame = snapshot.model_dump(mode="json")
     assert frame == {
         "session_id": str(session.session_id),
         "work_id": session.work_order_id,
@@ -756,7 +756,7 @@ async def test_snapshot_before_positions_and_chat(db: Database) -> None:
         None,
     )
     assert (snapshot.distance_meters, snapshot.distance_formatted) == (None, None)
-    assert snapshot.to_frame_dict()["mediums"] == {"seeker": None, "provider": None}
+    assert snapshot.model_dump(mode="json")["mediums"] == {"seeker": None, "provider": None}
 
 
 async def test_no_snapshot_without_a_live_session(db: Database) -> None:

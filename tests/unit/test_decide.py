@@ -43,7 +43,6 @@ from worksession.pipeline import commands as c
 from worksession.pipeline.commands import Actor
 from worksession.pipeline.decision import (
     ANSWERED_BY_EVENT,
-    NOTHING,
     AnswerFrame,
     Decision,
     DistanceSent,
@@ -561,7 +560,7 @@ def test_repeated_and_backward_receipts_do_nothing(status: str, receipt: str) ->
     world = receipt_world(status)
     before = copy.deepcopy(world)
     decision = step(world, c.AcknowledgeMessage(MID, AS_PROVIDER, receipt), at(4))  # type: ignore[arg-type]
-    assert decision == NOTHING
+    assert decision == Decision()
     assert world == before
 
 
@@ -1275,12 +1274,12 @@ def test_expiry_skips_an_order_settled_earlier_in_the_batch() -> None:
     world = offers_world(expires_at=at(5))
     world.due_orders = (WORK,)
     step(world, c.AcceptWork(WORK, P1, session_id=S1), at(1))
-    assert step(world, c.ExpireOffers(), at(6)) == NOTHING
+    assert step(world, c.ExpireOffers(), at(6)) == Decision()
     assert world.orders[WORK].status == "accepted"
 
 
 def test_expiry_with_nothing_due_does_nothing() -> None:
-    assert decide(offers_world(), c.ExpireOffers(), at(1)) == NOTHING
+    assert decide(offers_world(), c.ExpireOffers(), at(1)) == Decision()
 
 
 def test_create_offers_the_order_to_every_provider() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from typing import Any
 
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import (
@@ -15,10 +15,6 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
-
-DbSession: TypeAlias = AsyncSession
-"""What a service receives: one open transaction. Callers outside the service layer name it
-by this alias and never import SQLAlchemy themselves."""
 
 
 def _unavailable_types() -> tuple[type[BaseException], ...]:

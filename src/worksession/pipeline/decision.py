@@ -169,6 +169,3 @@ class Decision:
     @property
     def events(self) -> tuple[LoggedEvent, ...]:
         return tuple(item for item in self.out if isinstance(item, LoggedEvent))
-
-
-NOTHING = Decision()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,10 +67,6 @@ class SessionSnapshot(BaseModel):
     last_seq: int = Field(
         ge=0, description="The seq of the session's latest logged event; resume from here"
     )
-
-    def to_frame_dict(self) -> dict[str, Any]:
-        """A plain JSON-able dict, key order as declared."""
-        return self.model_dump(mode="json")
 
 
 # --- internal REST API (PROTOCOL 7) --------------------------------------------------

@@ -20,7 +20,6 @@ class SessionState(StrEnum):
 
 
 LIVE_STATES: frozenset[SessionState] = frozenset({SessionState.WAITING, SessionState.ACTIVE})
-ENDED_STATES: frozenset[SessionState] = frozenset({SessionState.CANCELLED, SessionState.COMPLETED})
 
 
 def is_live(state: SessionState) -> bool:
