@@ -86,8 +86,8 @@ class Settings(BaseSettings):
         uses_public_key = any(not a.startswith("HS") for a in self.allowed_algorithms)
         if uses_public_key and not self.jwt_public_key:
             raise ValueError("an asymmetric JWT algorithm needs WORKSESSION_JWT_PUBLIC_KEY")
-        return self
         self._check_service_domain()
+        return self
 
     @property
     def has_service_key(self) -> bool:

@@ -77,7 +77,7 @@ def test_production_with_public_keys_only_needs_no_secret() -> None:
 
 
 def test_production_refuses_to_start_without_a_service_key() -> None:
-    with pytest.raises(ValidationError, match="WORKSESSION_SERVICE_JWT_SECRET .* is not set"):
+    with pytest.raises(ValidationError, match=r"WORKSESSION_SERVICE_JWT_SECRET .* is not set"):
         Settings(env="production", jwt_secret="s" * 32)
 
 
