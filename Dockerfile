@@ -1,7 +1,11 @@
-# worksession: a slim image that runs `worksession migrate`, then serves on port 8000.
+# worksession: a slim image that runs `worksession migrate`, then serves in production mode:
+# the public API and WebSockets on port 8000, /internal/* and /metrics on port 9000 (keep
+# that one off the public network). It refuses to start without secrets of its own:
 #   docker build -t worksession .
-#   docker run -p 8000:8000 worksession                 # embedded SQLite, one worker
-# compose.yaml runs the production shape (PostgreSQL, Redis, two workers).
+#   docker run --env-file secrets.env -p 8000:8000 worksession   # embedded SQLite, one worker
+# where secrets.env (never committed) sets WORKSESSION_JWT_SECRET and
+# WORKSESSION_SERVICE_JWT_SECRET (README, Security). compose.yaml runs the production shape
+# (PostgreSQL, Redis, two workers).
 
 # --- builder: the service as a wheel (no compiler needed: every dependency ships wheels)
 FROM python:3.11-slim AS builder
@@ -20,6 +24,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
+    WORKSESSION_ENV=production \
+    WORKSESSION_INTERNAL_PORT=9000 \
     WORKSESSION_LOG_FORMAT=json
 COPY --from=builder /wheels /tmp/wheels
 RUN python -m venv /opt/venv \
@@ -32,6 +38,8 @@ COPY docker/entrypoint.sh /usr/local/bin/worksession-entrypoint
 WORKDIR /var/lib/worksession
 USER 10001:10001
 EXPOSE 8000
+# The internal API and the metrics: for the other back-end services, never published.
+EXPOSE 9000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
 ENTRYPOINT ["worksession-entrypoint"]

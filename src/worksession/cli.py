@@ -77,17 +77,16 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Run the service (uvicorn with uvloop and httptools)."""
-    import uvicorn
-
+    from worksession import serving
     from worksession.lifespan import describe_database
     from worksession.migrate import ensure_schema
 
+    settings = _settings()
     exposed = settings.exposure_refusal(host)
     if exposed:
         refuse(exposed)
     if settings.internal_port == port:
         refuse("WORKSESSION_INTERNAL_PORT is the public port (--port)")
-    settings = _settings()
     if workers > 1 and not settings.redis_url:
         # The in-process broker cannot reach another process's sockets, and every process
         # would lead the periodic jobs: N distance ticks, N typing stops.
@@ -98,22 +97,7 @@ def serve(
     logger.info("database: %s", describe_database(settings.database_url))
     ensure_schema(settings)
     with _metrics_directory(workers):
-        uvicorn.run(
-            "worksession.main:app_from_environment",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            loop="uvloop",
-            http="httptools",
-            ws="websockets-sansio",
-            ws_max_size=settings.max_frame_bytes,
-            # permessage-deflate more than doubles the memory each socket holds.
-            ws_per_message_deflate=False,
-            log_config=None,
-            proxy_headers=True,
-            timeout_graceful_shutdown=10,
-        )
+        serving.run(settings, host=host, port=port, workers=workers)
 
 
 @contextlib.contextmanager

@@ -135,3 +135,18 @@ async def _within_rest_limit(
 
 
 ParticipantCaller = Annotated[Claims, Depends(_within_rest_limit)]
+
+
+async def _metrics_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    # On a port of its own the network keeps the metrics private; on the public port of a
+    # production deployment only another service may read them (PROTOCOL 7, *1.1*).
+    settings = get_state(request).settings
+    if settings.env != "production" or settings.internal_port is not None:
+        return
+    await _require("service")(await _authenticate(request, credentials))
+
+
+MetricsCaller = Annotated[None, Depends(_metrics_caller)]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -156,8 +158,110 @@ def test_compose_runs_two_workers_on_postgres_and_redis() -> None:
     assert services["worker-2"]["depends_on"]["worker-1"]["condition"] == "service_healthy"
 
 
-def test_compose_pins_every_image_and_requires_a_secret() -> None:
+def test_compose_pins_every_image_and_requires_both_secrets() -> None:
     text = (ROOT / "compose.yaml").read_text()
     assert ":latest" not in text
-    secret = _compose()["services"]["worker-1"]["environment"]["WORKSESSION_JWT_SECRET"]
-    assert secret.startswith("${WORKSESSION_JWT_SECRET:?")  # no default secret, ever
+    for worker in ("worker-1", "worker-2"):
+        env = _compose()["services"][worker]["environment"]
+        for name in ("WORKSESSION_JWT_SECRET", "WORKSESSION_SERVICE_JWT_SECRET"):
+            assert env[name].startswith(f"${{{name}:?")  # no default secret, ever
+
+
+def test_compose_keeps_the_internal_port_unpublished() -> None:
+    for worker in ("worker-1", "worker-2"):
+        service = _compose()["services"][worker]
+        internal = service["environment"]["WORKSESSION_INTERNAL_PORT"]
+        assert all(not port.endswith(f":{internal}") for port in service["ports"])
+
+
+# --- the image's start-up configuration, run without Docker -----------------------------
+
+IMAGE_SECRETS = {
+    "WORKSESSION_JWT_SECRET": "image-participant-secret-0123456789-abcdefgh",
+    "WORKSESSION_SERVICE_JWT_SECRET": "image-service-secret-0123456789-abcdefghijk",
+}
+
+
+def _image_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment a container of the image starts with: the ENV of the last stage,
+    with PATH pointing at this checkout's ``worksession`` instead of /opt/venv."""
+    instructions = _instructions()
+    last_stage = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
+    env: dict[str, str] = {}
+    for keyword, args in instructions[last_stage:]:
+        if keyword == "ENV":
+            for assignment in shlex.split(args):
+                name, _, value = assignment.partition("=")
+                env[name] = value
+    env["PATH"] = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    env["HOME"] = str(tmp_path)
+    return env | extra
+
+
+def _serve_host() -> str:
+    match = re.search(r"exec worksession serve --host (\S+)", ENTRYPOINT.read_text())
+    assert match, "the entrypoint no longer runs worksession serve --host ..."
+    return match.group(1)
+
+
+def _one_line_refusal(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_the_image_runs_in_production_mode() -> None:
+    env = _image_environment(Path("/nonexistent"))
+    assert env["WORKSESSION_ENV"] == "production"
+    assert env["WORKSESSION_INTERNAL_PORT"] != "8000"
+
+
+@pytest.mark.parametrize(
+    ("secrets", "reason"),
+    [
+        ({}, "WORKSESSION_JWT_SECRET is the development default"),
+        (
+            {"WORKSESSION_JWT_SECRET": IMAGE_SECRETS["WORKSESSION_JWT_SECRET"]},
+            "WORKSESSION_SERVICE_JWT_SECRET (or WORKSESSION_SERVICE_JWT_PUBLIC_KEY) is not set",
+        ),
+    ],
+    ids=["no-secret", "no-service-secret"],
+)
+def test_the_image_refuses_to_start_without_real_secrets(
+    tmp_path: Path, secrets: dict[str, str], reason: str
+) -> None:
+    env = _image_environment(tmp_path, **secrets)
+    entrypoint = subprocess.run(
+        ["sh", str(ENTRYPOINT)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert reason in _one_line_refusal(entrypoint)
+    # The serve command of the entrypoint on its own (in case migrate ever stops checking).
+    serve = subprocess.run(
+        ["worksession", "serve", "--host", _serve_host(), "--port", str(_free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert reason in _one_line_refusal(serve)
+    assert not (tmp_path / "worksession.db").exists()  # refused before touching anything
+
+
+def test_the_image_starts_with_real_secrets(tmp_path: Path) -> None:
+    # The refusals above are about the secrets, not about something else in the image's
+    # environment: with both secrets given, the entrypoint's first step succeeds.
+    env = _image_environment(tmp_path, **IMAGE_SECRETS)
+    result = subprocess.run(
+        ["worksession", "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "worksession.db").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

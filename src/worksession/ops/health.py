@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from worksession.kit.broker import Broker
 from worksession.ops import metrics
+from worksession.rest_auth import AUTH_RESPONSES, MetricsCaller
 from worksession.state import AppState, get_state
 
 logger = logging.getLogger(__name__)
@@ -100,10 +101,13 @@ async def _probe(name: str, ping: Callable[[], Awaitable[None]]) -> str:
         200: {
             "description": "The Prometheus text exposition format (0.0.4)",
             "content": {"text/plain": {"schema": {"type": "string"}}},
-        }
+        },
+        **AUTH_RESPONSES,
     },
 )
-async def prometheus_metrics(state: Annotated[AppState, Depends(get_state)]) -> Response:
+async def prometheus_metrics(
+    state: Annotated[AppState, Depends(get_state)], _caller: MetricsCaller
+) -> Response:
     metrics.sync_broker_reconnects(_broker_reconnects(state.broker))
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)

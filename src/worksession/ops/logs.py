@@ -2,8 +2,8 @@
 
 Message text, phone numbers and tokens must never reach a log. The code never logs them;
 this module also closes the paths that leak by default: uvicorn's access log prints the
-query string (where browsers put ``?token=``), and tracebacks are rendered without local
-variables.
+query string (where browsers put ``?token=``) and ids in the path (whose availability was
+read, which session's chat), and tracebacks are rendered without local variables.
 """
 
 from __future__ import annotations
@@ -37,6 +37,28 @@ class StripQueryString(logging.Filter):
         if isinstance(record.args, tuple) and record.args:
             record.args = tuple(
                 arg.split("?", 1)[0] if isinstance(arg, str) and arg.startswith("/") else arg
+                for arg in record.args
+            )
+        return True
+
+
+UNMATCHED_PATH = "<no route>"
+route_template_var: ContextVar[str | None] = ContextVar("route_template", default=None)
+"""The template of the route a request matched (``/v1/sessions/{session_id}/messages``),
+set by the application as its response starts, which is when uvicorn logs the request."""
+
+
+class PathsAsRoutes(logging.Filter):
+    """Writes the path in uvicorn's access and WebSocket lines as the template of the route
+    it matched: a path carries user, session and work-order ids, and who was looked up is
+    nobody's business in a log. A request that matched no route has a caller-chosen path
+    that may hold anything; it is written as ``<no route>``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            template = route_template_var.get() or UNMATCHED_PATH
+            record.args = tuple(
+                template if isinstance(arg, str) and arg.startswith("/") else arg
                 for arg in record.args
             )
         return True
@@ -95,7 +117,9 @@ def configure_logging(*, level: str = "INFO", fmt: str = "text") -> None:
         logging.getLogger(name).setLevel(max(root.level, logging.INFO))
     for name, guard in (
         ("uvicorn.access", StripQueryString),
+        ("uvicorn.access", PathsAsRoutes),
         ("uvicorn.error", StripQueryString),
+        ("uvicorn.error", PathsAsRoutes),
         ("uvicorn.error", NoTracebackForBadInput),
     ):
         logger = logging.getLogger(name)
