@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     rest_rate_limit_per_s: float = Field(default=10.0, gt=0)
     rest_rate_limit_burst: int = Field(default=20, ge=1)
     replay_page_size: int = Field(default=200, ge=1, le=10_000)
+    max_messages_per_session: int = Field(default=5000, ge=1)
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -90,3 +90,7 @@ class RateLimited(WorksessionError):
     code = "rate_limited"
     http_status = 429
     default_message = "Too many frames; this one was dropped"
+
+    def __init__(self, message: str | None = None, *, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms

@@ -20,6 +20,7 @@ def flood_server(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         rate_limit_burst="5000",
         user_rate_limit_per_s="5000",
         user_rate_limit_burst="5000",
+        max_messages_per_session="20000",
     ) as running:
         yield running
 

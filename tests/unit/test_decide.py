@@ -9,6 +9,7 @@ is a fixed aware UTC datetime.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import socket
 import typing
@@ -28,6 +29,7 @@ from worksession.errors import (
     InvalidState,
     MessageNotFound,
     ProviderBusy,
+    RateLimited,
     SeekerBusy,
     SessionNotFound,
     ValidationFailed,
@@ -401,6 +403,25 @@ def test_a_retried_client_msg_id_earlier_in_the_same_batch_gets_the_original_ack
     assert ack.message_id == str(uid(1))
     assert set(world.messages) == {uid(1)}
     assert world.sessions[SID].last_seq == 2
+
+
+def test_a_full_session_refuses_messages_counted_across_both_sides_and_a_batch() -> None:
+    world = World.of(
+        dataclasses.replace(POLICY, max_messages_per_session=3),
+        sessions=[session_row(last_seq=1, chat_room_id=ROOM)],
+    )
+    step(world, c.SendMessage(SID, AS_SEEKER, "one", "k", message_id=uid(1)), at(1))
+    step(world, c.SendMessage(SID, AS_PROVIDER, "two", None, message_id=uid(2)), at(2))
+    third = step(world, c.SendMessage(SID, AS_SEEKER, "three", None, message_id=uid(3)), at(3))
+    assert the_session(third).message_count == 3
+
+    with pytest.raises(RateLimited) as refused:
+        decide(world, c.SendMessage(SID, AS_PROVIDER, "four", None, message_id=uid(4)), at(4))
+    assert refused.value.retry_after_ms == 86_400_000
+    assert set(world.messages) == {uid(1), uid(2), uid(3)}
+    # A retry of a message stored before the cap is still answered with its ack.
+    retry = step(world, c.SendMessage(SID, AS_SEEKER, "one", "k", message_id=uid(5)), at(5))
+    assert isinstance(retry.reply, AnswerFrame)
 
 
 def test_a_client_msg_id_stored_before_the_batch_is_deduplicated_too() -> None:

@@ -11,6 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from worksession.errors import RateLimited
 from worksession.eventlog.events import LoggedEvent, NewEvent
 from worksession.eventlog.render import chat_message_ack
 from worksession.pipeline.commands import SendMessage, StartChat
@@ -21,11 +22,16 @@ from worksession.pipeline.decision import (
     PutMessage,
     PutSession,
 )
-from worksession.pipeline.rows import MessageRow, SessionRow
+from worksession.pipeline.rows import MessageRow, SessionRow, evolve
 from worksession.pipeline.world import World
 from worksession.protocol.outbound import ChatReady
 from worksession.sessions.access import changed, live_session_of, logged
 from worksession.sessions.states import MessageStatus
+
+SESSION_FULL = "This session has reached its message limit; no more messages can be sent"
+SESSION_FULL_RETRY_AFTER_MS = 86_400_000
+"""The cap does not lift while the session lives: a day, past the life of any session (an
+untouched one ends after 12 hours), tells a client that retries on its own not to."""
 
 
 def decide_start_chat(world: World, command: StartChat, now: datetime) -> Decision:
@@ -53,7 +59,10 @@ def decide_send(world: World, command: SendMessage, now: datetime) -> Decision:
 
     A ``client_msg_id`` this sender already used in this session (before, or earlier in
     the same batch) stores and publishes nothing: the sender gets the original ack again,
-    byte for byte.
+    byte for byte, even once the session is full.
+
+    A session holds at most ``max_messages_per_session`` messages (both sides together,
+    counted by the session's ``message_count``): past that, ``rate_limited``.
     """
     actor = command.actor
     session = live_session_of(world.session(command.session_id), actor)
@@ -61,6 +70,8 @@ def decide_send(world: World, command: SendMessage, now: datetime) -> Decision:
         key = (session.session_id, actor.user_id, command.client_msg_id)
         if (original := world.sent_message(key)) is not None:
             return Decision(reply=AnswerFrame(chat_message_ack(_as_event(original))))
+    if session.message_count >= world.policy.max_messages_per_session:
+        raise RateLimited(SESSION_FULL, retry_after_ms=SESSION_FULL_RETRY_AFTER_MS)
     pending: list[NewEvent] = []
     if session.chat_room_id is None:
         session, ready = _open_room(session, command.chat_room_id, now)
@@ -68,6 +79,7 @@ def decide_send(world: World, command: SendMessage, now: datetime) -> Decision:
     data = message_data(command.message_id, actor.role, command.text, command.client_msg_id)
     pending.append(("chat_message", data))
     session, events = logged(session, now, pending)
+    session = evolve(session, message_count=session.message_count + 1)
     message = MessageRow(
         pk=None,
         message_id=command.message_id,

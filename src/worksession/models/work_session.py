@@ -61,6 +61,8 @@ class WorkSession(Timestamped, Base):
     provider_id: Mapped[str] = mapped_column(UserId)
     connection_state: Mapped[str] = mapped_column(String(20), default="waiting")
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    message_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Chat messages stored in this session, for the cap on them (kept by the pipeline)."""
 
     seeker_latitude: Mapped[float | None] = mapped_column(Float)
     seeker_longitude: Mapped[float | None] = mapped_column(Float)

@@ -81,6 +81,7 @@ class SessionRow:
     cancelled_by: str | None = None
     cancelled_at: datetime | None = None
     completed_at: datetime | None = None
+    message_count: int = 0
 
     def participant(self, role: str) -> str:
         return self.seeker_id if role == "seeker" else self.provider_id
@@ -183,6 +184,7 @@ class Policy:
     retention: timedelta
     """How long chat and history outlive the end of a session."""
     offer_ttl: timedelta
+    max_messages_per_session: int = 5000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -190,4 +192,5 @@ class Policy:
             location=LocationRules.from_settings(settings),
             retention=timedelta(hours=settings.message_retention_hours),
             offer_ttl=timedelta(seconds=settings.offer_ttl_s),
+            max_messages_per_session=settings.max_messages_per_session,
         )

@@ -292,6 +292,8 @@ class SocketSession:
         fields: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
         if error.details:
             fields["details"] = error.details
+        if isinstance(error, RateLimited) and error.retry_after_ms is not None:
+            fields["retry_after_ms"] = error.retry_after_ms
         frame = ErrorFrame(**fields)
         metrics.error_sent(error.code)
         self.connection.send(frame, request_id)
