@@ -26,7 +26,7 @@ WAIT_S = 15.0
 """How long a check waits for a frame it expects: generous for a loaded machine, and only
 ever spent when something is wrong."""
 
-EPHEMERAL = frozenset({"distance_update", "typing_indicator"})
+EPHEMERAL = frozenset({"distance_update", "typing_indicator", "peer_presence"})
 LIVE = ("waiting", "active")
 TERMINAL = frozenset({"connection_cancelled", "session_completed"})
 RANK = {

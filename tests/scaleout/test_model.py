@@ -35,7 +35,7 @@ import os
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,7 +47,6 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -151,6 +150,20 @@ class ServiceModel(RuleBasedStateMachine):
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.world.loop.run(coroutine)
 
+    @staticmethod
+    def pick(data: st.DataObject, items: Sequence[T]) -> T | None:
+        """One of ``items``, or None when there are none. Always one draw of the same
+        kind, whatever the state: a race's outcome changes the state from run to run,
+        and Hypothesis needs the same draws to replay and shrink an example."""
+        index = data.draw(st.integers(0, 255))
+        return items[index % len(items)] if items else None
+
+    @staticmethod
+    def now_and_then(data: st.DataObject) -> bool:
+        """True one draw in five: pick among all candidates (which may be refused), not
+        the likely ones."""
+        return data.draw(st.sampled_from(ANY_NOW_AND_THEN))
+
     def rid(self) -> str:
         self.requests += 1
         return f"r{self.requests}"
@@ -222,19 +235,18 @@ class ServiceModel(RuleBasedStateMachine):
             self.run(self._open_socket(user, i % 2))
         self.run(self._offer(self.seekers[0], self.providers[:2], 0))
 
-    @precondition(lambda self: self.orders and self.open_sockets())
     @rule(data=st.data(), accepted=st.sampled_from([True, True, False]))
     def respond(self, data: st.DataObject, accepted: bool) -> None:
-        candidates = [s for s in self.open_sockets() if s.user.role == "provider"]
-        if not candidates:
+        sock = self.pick(data, [s for s in self.open_sockets() if s.user.role == "provider"])
+        anyone = self.now_and_then(data)
+        if sock is None:
             return
-        sock = data.draw(st.sampled_from(candidates))
-        orders = sorted(self.orders.values(), key=lambda o: o.work_id)
+        orders = list(self.orders.values())
         mine = [o for o in orders if o.status == "pending" and sock.user.id in o.offers]
         # Mostly a pending order offered to this provider; sometimes any, which may be refused.
-        pool = orders if not mine or data.draw(st.sampled_from(ANY_NOW_AND_THEN)) else mine
-        order = data.draw(st.sampled_from(pool))
-        self.run(self._respond(sock, order, accepted))
+        order = self.pick(data, orders if anyone or not mine else mine)
+        if order is not None:
+            self.run(self._respond(sock, order, accepted))
 
     def _offer_error(self, order: Order, provider: User) -> str | None:
         offer = order.offers.get(provider.id)
@@ -312,21 +324,14 @@ class ServiceModel(RuleBasedStateMachine):
                 racers.append(sockets[len(racers) % len(sockets)])
         return racers
 
-    @precondition(lambda self: any(len(self._racers(o)) >= 2 for o in self.orders.values()))
-    @rule(data=st.data())
-    def race_accept(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), second=st.integers(1, 2))
+    def race_accept(self, data: st.DataObject, second: int) -> None:
         """Two providers accept the same order at the same moment: one session, one loser."""
-        orders = [o for o in self.orders.values() if len(self._racers(o)) >= 2]
-        order = data.draw(st.sampled_from(sorted(orders, key=lambda o: o.work_id)))
-        pair = data.draw(
-            st.lists(
-                st.sampled_from(self._racers(order)),
-                min_size=2,
-                max_size=2,
-                unique_by=lambda s: s.user.id,
-            )
-        )
-        self.run(self._race_accept(order, pair))
+        order = self.pick(data, [o for o in self.orders.values() if len(self._racers(o)) >= 2])
+        if order is not None:
+            racers = self._racers(order)
+            pair = [racers[0], racers[1 + (second - 1) % (len(racers) - 1)]]
+            self.run(self._race_accept(order, pair))
 
     async def _race_accept(self, order: Order, pair: list[Sock]) -> None:
         alone = [self._accept_error(order, sock.user) for sock in pair]
@@ -352,15 +357,24 @@ class ServiceModel(RuleBasedStateMachine):
         assert answers[loser]["code"] in allowed, (allowed, answers)
         self._accepted(order, pair[winner].user, answers[winner])
 
-    @precondition(lambda self: self._enders())
     @rule(data=st.data())
     def race_end(self, data: st.DataObject) -> None:
         """The seeker cancels while the provider completes: exactly one of them ends it."""
-        sessions = self._enders()
-        session = data.draw(st.sampled_from(sorted(sessions, key=lambda s: s.session_id)))
-        seeker = data.draw(st.sampled_from(self.open_sockets(session.seeker)))
-        provider = data.draw(st.sampled_from(self.open_sockets(session.provider)))
-        self.run(self._race_end(session, seeker, provider))
+        if pair := self._pair(data):
+            self.run(self._race_end(*pair))
+
+    def _pair(self, data: st.DataObject) -> tuple[Session, Sock, Sock] | None:
+        """A live session and one open socket of each of its participants."""
+        session = self.pick(data, self._enders())
+        seeker_index, provider_index = data.draw(st.integers(0, 1)), data.draw(st.integers(0, 1))
+        if session is None:
+            return None
+        seekers, providers = self.open_sockets(session.seeker), self.open_sockets(session.provider)
+        return (
+            session,
+            seekers[seeker_index % len(seekers)],
+            providers[provider_index % len(providers)],
+        )
 
     def _enders(self) -> list[Session]:
         return [
@@ -400,23 +414,71 @@ class ServiceModel(RuleBasedStateMachine):
         self.ended(session, state, terminal)
         STATS["end races"] += 1
 
+    @rule(data=st.data())
+    def race_chat(self, data: st.DataObject) -> None:
+        """Both participants send a message at the same moment (the first may open the
+        room): one room, two messages, two seqs."""
+        if pair := self._pair(data):
+            session, seeker, provider = pair
+            self.run(self._race_chat(session, (seeker, provider)))
+
+    async def _race_chat(self, session: Session, pair: tuple[Sock, Sock]) -> None:
+        request_ids = [self.rid() for _ in pair]
+        await asyncio.gather(
+            *(
+                sock.send(
+                    {
+                        "type": "chat_message",
+                        "session_id": session.session_id,
+                        "message": f"at once {request_id}",
+                        "client_msg_id": f"c{request_id}",
+                        "request_id": request_id,
+                    }
+                )
+                for sock, request_id in zip(pair, request_ids, strict=True)
+            )
+        )
+        acks = [await s.answer(r) for s, r in zip(pair, request_ids, strict=True)]
+        if not session.chat_room:
+            session.chat_room = True
+            session.kinds.append("chat_ready")
+        session.kinds += ["chat_message", "chat_message"]
+        assert {a["seq"] for a in acks} == {len(session.kinds) - 1, len(session.kinds)}, acks
+        for sock, ack in zip(pair, acks, strict=True):
+            assert ack["type"] == "chat_message_ack", ack
+            session.acks[(sock.user.id, ack["client_msg_id"])] = ack
+            message = Message(
+                ack["message_id"],
+                session.session_id,
+                sock.user.role,
+                ack["client_msg_id"],
+                ack["seq"],
+            )
+            self.messages[message.message_id] = message
+        STATS["messages acked"] += 2
+        STATS["chat races"] += 1
+
     # --- rules: the live session ---------------------------------------------------------
 
-    def _pick(self, data: st.DataObject) -> tuple[Sock, Session]:
-        sock = data.draw(st.sampled_from(self.open_sockets()))
+    def _pick(self, data: st.DataObject) -> tuple[Sock, Session] | None:
+        """An open socket and, mostly, its user's live session; sometimes any session,
+        which may be refused."""
+        sock = self.pick(data, self.open_sockets())
+        anyone = self.now_and_then(data)
+        index = data.draw(st.integers(0, 255))
+        if sock is None or not self.sessions:
+            return None
         live = self.live_session_of(sock.user)
-        mine = [live] if live is not None else []
-        # Mostly the user's live session; sometimes any session, which may be refused.
-        pool = list(self.sessions.values())
-        if mine and not data.draw(st.sampled_from(ANY_NOW_AND_THEN)):
-            pool = mine
-        return sock, data.draw(st.sampled_from(sorted(pool, key=lambda s: s.session_id)))
+        if live is not None and not anyone:
+            return sock, live
+        sessions = list(self.sessions.values())
+        return sock, sessions[index % len(sessions)]
 
-    @precondition(lambda self: self.sessions and self.open_sockets())
     @rule(data=st.data(), which=st.integers(0, len(MEDIUMS) - 1))
     def mediums(self, data: st.DataObject, which: int) -> None:
-        sock, session = self._pick(data)
-        self.run(self._mediums(sock, session, MEDIUMS[which]))
+        if picked := self._pick(data):
+            sock, session = picked
+            self.run(self._mediums(sock, session, MEDIUMS[which]))
 
     async def _mediums(self, sock: Sock, session: Session, mediums: dict[str, str]) -> None:
         seeker = sock.user.role == "seeker"
@@ -433,11 +495,11 @@ class ServiceModel(RuleBasedStateMachine):
         assert answer.get("seq") == len(session.kinds), answer
         assert answer["mediums"] == mediums
 
-    @precondition(lambda self: self.sessions and self.open_sockets())
     @rule(data=st.data(), spot=st.integers(0, 3))
     def location(self, data: st.DataObject, spot: int) -> None:
-        sock, session = self._pick(data)
-        self.run(self._location(sock, session, spot))
+        if picked := self._pick(data):
+            sock, session = picked
+            self.run(self._location(sock, session, spot))
 
     async def _location(self, sock: Sock, session: Session, spot: int) -> None:
         role = sock.user.role
@@ -456,11 +518,11 @@ class ServiceModel(RuleBasedStateMachine):
                 if distance <= threshold and kind not in session.kinds:
                     session.kinds.append(kind)
 
-    @precondition(lambda self: self.sessions and self.open_sockets())
     @rule(data=st.data())
     def start_chat(self, data: st.DataObject) -> None:
-        sock, session = self._pick(data)
-        self.run(self._start_chat(sock, session))
+        if picked := self._pick(data):
+            sock, session = picked
+            self.run(self._start_chat(sock, session))
 
     async def _start_chat(self, sock: Sock, session: Session) -> None:
         answer = await self.ask(sock, {"type": "start_chat", "session_id": session.session_id})
@@ -475,14 +537,17 @@ class ServiceModel(RuleBasedStateMachine):
             session.kinds.append("chat_ready")
             assert answer["seq"] == len(session.kinds), answer
 
-    @precondition(lambda self: self.sessions and self.open_sockets())
     @rule(data=st.data(), client_msg_id=st.sampled_from(["none", "new", "again"]))
     def chat(self, data: st.DataObject, client_msg_id: str) -> None:
-        sock, session = self._pick(data)
-        used = sorted(cmid for sender, cmid in session.acks if sender == sock.user.id)
+        picked = self._pick(data)
+        index = data.draw(st.integers(0, 255))
+        if picked is None:
+            return
+        sock, session = picked
+        used = [cmid for sender, cmid in session.acks if sender == sock.user.id]
         cmid: str | None = None
         if client_msg_id == "again" and used:
-            cmid = data.draw(st.sampled_from(used))
+            cmid = used[index % len(used)]
         elif client_msg_id != "none":
             cmid = f"c{self.requests}"
         self.run(self._chat(sock, session, cmid))
@@ -527,18 +592,18 @@ class ServiceModel(RuleBasedStateMachine):
         )
         STATS["messages acked"] += 1
 
-    @precondition(lambda self: self.messages and self.open_sockets())
     @rule(data=st.data(), status=st.sampled_from(["delivered", "read"]))
     def receipt(self, data: st.DataObject, status: str) -> None:
-        message = data.draw(st.sampled_from(sorted(self.messages.values(), key=lambda m: m.seq)))
+        message = self.pick(data, list(self.messages.values()))
+        anyone = self.now_and_then(data)
+        index = data.draw(st.integers(0, 255))
+        if message is None or not self.open_sockets():
+            return
         session = self.sessions[message.session_id]
         recipients = self.open_sockets(session.participant(_other(message.sender_type)))
         # Mostly from the recipient; sometimes from anyone, which must be refused.
-        pool = self.open_sockets()
-        if recipients and not data.draw(st.sampled_from(ANY_NOW_AND_THEN)):
-            pool = recipients
-        sock = data.draw(st.sampled_from(pool))
-        self.run(self._receipt(sock, message, status))
+        pool = recipients if recipients and not anyone else self.open_sockets()
+        self.run(self._receipt(pool[index % len(pool)], message, status))
 
     async def _receipt(self, sock: Sock, message: Message, status: str) -> None:
         session = self.sessions[message.session_id]
@@ -560,20 +625,17 @@ class ServiceModel(RuleBasedStateMachine):
                 message.status = step
                 session.kinds.append("message_status")
 
-    @precondition(lambda self: self.sessions)
     @rule(data=st.data(), complete=st.booleans(), internal=st.booleans(), worker=st.integers(0, 1))
     def end(self, data: st.DataObject, complete: bool, internal: bool, worker: int) -> None:
         """``cancel_connection`` / ``complete_session`` on a socket, or the internal API."""
-        if internal or not self.open_sockets():
-            sessions = sorted(self.sessions.values(), key=lambda s: s.session_id)
-            live = [s for s in sessions if s.live]
-            if live and not data.draw(st.sampled_from(ANY_NOW_AND_THEN)):
-                sessions = live
-            session = data.draw(st.sampled_from(sessions))
+        picked = self._pick(data)
+        anyone = self.now_and_then(data)
+        live = [s for s in self.sessions.values() if s.live]
+        session = self.pick(data, live if live and not anyone else list(self.sessions.values()))
+        if not internal and picked is not None:
+            self.run(self._end_by_socket(*picked, complete))
+        elif session is not None:
             self.run(self._end_internally(session, complete, worker))
-        else:
-            sock, session = self._pick(data)
-            self.run(self._end_by_socket(sock, session, complete))
 
     async def _end_by_socket(self, sock: Sock, session: Session, complete: bool) -> None:
         kind = "complete_session" if complete else "cancel_connection"
@@ -603,7 +665,6 @@ class ServiceModel(RuleBasedStateMachine):
         assert response.json()["state"] == state
         self.ended(session, state, "session_completed" if complete else "connection_cancelled")
 
-    @precondition(lambda self: sum(o.status == "pending" for o in self.orders.values()) < 3)
     @rule(
         data=st.data(),
         count=st.integers(1, 3),
@@ -619,7 +680,9 @@ class ServiceModel(RuleBasedStateMachine):
                 unique_by=lambda u: u.id,
             )
         )
-        self.run(self._offer(seeker, providers, worker))
+        # A few pending orders at a time keep the accepts likely to find one.
+        if sum(o.status == "pending" for o in self.orders.values()) < 3:
+            self.run(self._offer(seeker, providers, worker))
 
     async def _offer(self, seeker: User, providers: list[User], worker: int) -> None:
         body = {"seeker_id": seeker.id, "provider_ids": [p.id for p in providers], "details": {}}
@@ -642,15 +705,14 @@ class ServiceModel(RuleBasedStateMachine):
     def sockets(self, data: st.DataObject, how: str, worker: int) -> None:
         """Close a socket and open another for the same user on ``worker`` (a reconnect),
         or only close one (the user goes offline), or only open one (a second device)."""
-        if how != "join" and self.open_sockets():
-            sock = data.draw(st.sampled_from(self.open_sockets()))
+        sock = self.pick(data, self.open_sockets())
+        user = self.pick(data, [u for u in self.users if len(self.open_sockets(u)) < 2])
+        if how != "join" and sock is not None:
             self.run(sock.shut())
             if how == "reconnect":
                 self.run(self._open_socket(sock.user, worker))
-            return
-        joining = [u for u in self.users if len(self.open_sockets(u)) < 2]
-        if joining:
-            self.run(self._open_socket(data.draw(st.sampled_from(joining)), worker))
+        elif user is not None:
+            self.run(self._open_socket(user, worker))
 
     async def _open_socket(self, user: User, worker: int) -> None:
         server = self.server(worker)
@@ -690,11 +752,11 @@ class ServiceModel(RuleBasedStateMachine):
         self.sockets.append(sock)
         STATS["sockets opened"] += 1
 
-    @precondition(lambda self: self.sessions and self.open_sockets())
     @rule(data=st.data(), mode=st.sampled_from(["socket", "user", "zero"]))
     def resume(self, data: st.DataObject, mode: str) -> None:
-        sock, session = self._pick(data)
-        self.run(self._resume(sock, session, mode))
+        if picked := self._pick(data):
+            sock, session = picked
+            self.run(self._resume(sock, session, mode))
 
     async def _resume(self, sock: Sock, session: Session, mode: str) -> None:
         sid = session.session_id
