@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
+import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
@@ -108,6 +109,7 @@ async def test_a_socket_opened_while_postgresql_is_down_gets_1013_and_the_jobs_g
     assert not any("postgresql://" in line or f":{run.pg.port}" in line for line in refusals)
 
 
+@pytest.mark.timeout(240)  # a server start and a fixed outage, on a loaded machine
 async def test_a_postgresql_restart_mid_chat_loses_no_acked_message(
     tmp_path: Path, proxy_to: ProxyTo
 ) -> None:

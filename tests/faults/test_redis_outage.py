@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from sqlalchemy.engine import make_url
 from websockets.exceptions import ConnectionClosed
 
@@ -107,6 +108,7 @@ async def _accept_race(order: Order) -> None:
     )
 
 
+@pytest.mark.timeout(240)  # two server starts and a fixed outage, on a loaded machine
 async def test_redis_down_during_accepts_answers_each_once_and_fan_out_resumes(
     tmp_path: Path, proxy_to: ProxyTo
 ) -> None:

@@ -18,6 +18,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.faults.chat import ChatFlow, check_against_database, stored_messages, stored_seqs
 from tests.faults.conftest import ProxyTo, leaders, needs_postgresql_and_redis, proxied_servers
 from tests.realtime.conftest import Client, Pair, live_session, open_client
@@ -40,6 +42,7 @@ async def _resume_on(client: Client, session_id: str, last_seq: int) -> list[int
     return replay
 
 
+@pytest.mark.timeout(240)  # two server starts and a kill, on a loaded machine
 async def test_a_worker_killed_mid_group_commit_loses_and_repeats_nothing(
     tmp_path: Path, proxy_to: ProxyTo
 ) -> None:
