@@ -21,7 +21,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import fresh_database_url
+from tests.conftest import REDIS_URL, fresh_database_url
 from tests.realtime.conftest import Server, free_port, start_server, stop_server, uid
 from worksession import migrate
 from worksession.config import Settings
@@ -106,6 +106,57 @@ def test_no_websocket_opens_on_the_internal_port(exposed: Exposed) -> None:
             open_timeout=10,
         )
     assert refused.value.response.status_code == 403
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="several workers need Redis (CI sets it)")
+def test_every_worker_serves_both_ports(tmp_path: Path) -> None:
+    internal = free_port()
+    with sqlite_server(
+        tmp_path,
+        workers="2",
+        internal_port=str(internal),
+        redis_url=str(REDIS_URL),
+        redis_prefix=f"test-{uuid.uuid4().hex[:8]}",
+    ) as server:
+        public = _port(server.base_url)
+        workers = _children(server.process.pid)
+        holding = {pid: _listening_ports(pid) & {public, internal} for pid in workers}
+        serving_both = [pid for pid, ports in holding.items() if ports == {public, internal}]
+        assert len(serving_both) == 2, holding
+        for _ in range(6):  # a connection each, spread over the workers by the kernel
+            assert httpx.get(f"http://127.0.0.1:{internal}/metrics", timeout=10).status_code == 200
+            assert httpx.get(server.base_url + "/metrics", timeout=10).status_code == 404
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """The TCP ports a process holds a listening socket of (Linux /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().as_posix()
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 # --- the header deadline ----------------------------------------------------------------------
@@ -210,6 +261,9 @@ def test_the_access_log_names_routes_not_ids(exposed: Exposed) -> None:
     log = exposed.server.log()
     for secret in (user, session, other_session, work_id, stray):
         assert secret not in log
+    # Binding the internal port must not have handed the process's logging back to
+    # uvicorn's defaults (its own format, access lines past our filters).
+    assert "INFO:     " not in log
 
 
 # --- the concurrency limit ----------------------------------------------------------------
