@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     limit_concurrency: int | None = Field(default=None, ge=1)
     timeout_keep_alive_s: int = Field(default=5, ge=1)
     header_timeout_s: float = Field(default=10.0, gt=0)
+    max_header_bytes: int = Field(default=65536, ge=1024)
 
     distance_interval_s: float = Field(default=30.0, gt=0)
     move_threshold_m: float = Field(default=50.0, ge=0)

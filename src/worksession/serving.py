@@ -10,13 +10,16 @@ an internal call (they share the database and the broker) or a scrape (the metri
 workers are summed). The internal listener is exempt from ``limit_concurrency``: a flood of
 public connections must not lock the other back-end services out.
 
-The guard. uvicorn bounds an idle keep-alive connection (``timeout_keep_alive``) but not a
+The guards. uvicorn bounds an idle keep-alive connection (``timeout_keep_alive``) but not a
 request header that never ends: a connection that sends half a header and then one byte a
 minute holds its socket for as long as it likes (httptools has no such timer and uvicorn
-arms none before the first request). ``GuardedHttpToolsProtocol`` closes a connection whose
-request header is not complete ``WORKSESSION_HEADER_TIMEOUT_S`` after the connection opened
-or its previous response ended. A slowly sent request *body* is not bounded (the API's
-bodies are small JSON; a proxy in front should bound them too).
+arms none before the first request), and one that sends an endless header makes the
+process buffer all of it (httptools has no size limit either; uvicorn's
+``h11_max_incomplete_event_size`` is for h11 only). ``GuardedHttpToolsProtocol`` closes a
+connection whose request header is not complete ``WORKSESSION_HEADER_TIMEOUT_S`` after the
+connection opened or its previous response ended, and answers 431 to one whose header grows
+past ``WORKSESSION_MAX_HEADER_BYTES``. A slowly sent request *body* is not bounded (the
+API's bodies are small JSON; a proxy in front should bound them too).
 """
 
 from __future__ import annotations
@@ -44,17 +47,25 @@ class ServeConfig(uvicorn.Config):
         self,
         *args: Any,
         header_timeout_s: float | None = None,
+        max_header_bytes: int | None = None,
         unlimited_ports: frozenset[int] = frozenset(),
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout_s = header_timeout_s
+        self.max_header_bytes = max_header_bytes
         self.unlimited_ports = unlimited_ports
 
 
+_HEADER_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-length: 0\r\nconnection: close\r\n\r\n"
+)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """httptools with a deadline for a complete request header, and no concurrency limit
-    on the internal listener."""
+    """httptools with a deadline and a size limit for a request header, and no concurrency
+    limit on the internal listener."""
 
     def __init__(
         self,
@@ -65,24 +76,40 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._header_timeout_s: float | None = None
+        self._max_header_bytes: int | None = None
         self._unlimited_ports: frozenset[int] = frozenset()
         if isinstance(config, ServeConfig):
             self._header_timeout_s = config.header_timeout_s
+            self._max_header_bytes = config.max_header_bytes
             self._unlimited_ports = config.unlimited_ports
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._reading_header = False
+        self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if self.server is not None and self.server[1] in self._unlimited_ports:
             self.limit_concurrency = None
-        self._arm_header_deadline()
+        self._start_reading_header()
+
+    def data_received(self, data: bytes) -> None:
+        reading_header = self._reading_header
+        super().data_received(data)
+        # Counted after parsing, and only while the header is still incomplete: the chunk
+        # that ends a header (and may carry a body) is not held against it.
+        if reading_header and self._reading_header and self._max_header_bytes is not None:
+            self._header_bytes += len(data)
+            if self._header_bytes > self._max_header_bytes and not self.transport.is_closing():
+                self._stop_reading_header()
+                self.transport.write(_HEADER_TOO_LARGE)
+                self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_deadline()
+        self._stop_reading_header()
         super().connection_lost(exc)
 
     def on_headers_complete(self) -> None:
-        self._disarm_header_deadline()
+        self._stop_reading_header()
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -90,22 +117,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn armed its keep-alive timer: the connection now waits for a new request,
         # whose header gets the same bound (the keep-alive timer stops at its first byte).
         if self.timeout_keep_alive_task is not None:
-            self._arm_header_deadline()
+            self._start_reading_header()
 
-    def _arm_header_deadline(self) -> None:
-        self._disarm_header_deadline()
+    def _start_reading_header(self) -> None:
+        self._stop_reading_header()
+        self._reading_header = True
+        self._header_bytes = 0
         if self._header_timeout_s is not None:
             self._header_deadline = self.loop.call_later(
                 self._header_timeout_s, self._header_deadline_passed
             )
 
-    def _disarm_header_deadline(self) -> None:
+    def _stop_reading_header(self) -> None:
+        self._reading_header = False
         if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
 
     def _header_deadline_passed(self) -> None:
-        self._header_deadline = None
+        self._stop_reading_header()
         if not self.transport.is_closing():
             self.transport.close()
 
@@ -130,6 +160,7 @@ def build_config(settings: Settings, *, host: str, port: int, workers: int) -> S
         limit_concurrency=settings.limit_concurrency,
         timeout_keep_alive=settings.timeout_keep_alive_s,
         header_timeout_s=settings.header_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
         unlimited_ports=unlimited,
     )
 

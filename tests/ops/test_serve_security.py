@@ -28,6 +28,7 @@ from worksession.config import Settings
 from worksession.lifespan import build_verifier
 
 HEADER_TIMEOUT_S = 1.0
+MAX_HEADER_BYTES = 16384
 # What a loaded 2-core machine may add to a timer before the close is seen.
 SLACK_S = 4.0
 SERVICE_SECRET = "service-only-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -67,6 +68,7 @@ def exposed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposed]:
         tmp_path_factory.mktemp("exposed"),
         internal_port=str(internal),
         header_timeout_s=str(HEADER_TIMEOUT_S),
+        max_header_bytes=str(MAX_HEADER_BYTES),
         timeout_keep_alive_s="60",
     ) as server:
         yield Exposed(server, internal)
@@ -211,8 +213,24 @@ def test_the_next_request_on_a_kept_alive_connection_has_the_same_deadline(
 
 def test_a_complete_header_is_answered(exposed: Exposed) -> None:
     # The deadline is for the header alone: a request that completes its header in time is
-    # served, however long it then takes.
-    assert httpx.get(exposed.server.base_url + "/healthz", timeout=10).status_code == 200
+    # served, however long it then takes. A header just under the size limit is fine too.
+    padding = {"X-Padding": "p" * (MAX_HEADER_BYTES - 1024)}
+    response = httpx.get(exposed.server.base_url + "/healthz", headers=padding, timeout=10)
+    assert response.status_code == 200
+
+
+def test_an_endless_header_is_refused_with_431_before_it_fills_memory(exposed: Exposed) -> None:
+    with socket.create_connection(("127.0.0.1", _port(exposed.server.base_url))) as sock:
+        sock.settimeout(10)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: worksession\r\nX-Big: ")
+        # Just past the limit, and no further: a server that closes with bytes of ours
+        # still unread resets the connection, which could discard its answer.
+        for _ in range(MAX_HEADER_BYTES // 4096 + 2):
+            sock.sendall(b"a" * 4096)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 "), answer
 
 
 # --- ids in the access log ----------------------------------------------------------------
