@@ -19,8 +19,9 @@ from worksession.kit.clock import isoformat_z
 from worksession.lifespan import build_verifier
 
 TTL_S = 2
-CLOSE_AT_EXP_WITHIN_S = 0.5
-"""A close this long after ``exp`` is late (the server closes on a timer set for ``exp``)."""
+CLOSE_AT_EXP_WITHIN_S = 0.7
+"""A close this long after ``exp`` is late: the server closes on a timer set for ``exp``, and
+the slack is for a loaded machine (a timer 0.8 s late must still fail)."""
 
 
 async def short_token(server: Server, sub: str, role: str) -> tuple[str, float]:
