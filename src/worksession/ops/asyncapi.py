@@ -144,7 +144,9 @@ ERROR_WHEN: dict[str, str] = {
     "seeker_busy": "Accepting would give the seeker a second live session.",
     "message_not_found": "No such chat message in a session of yours.",
     "rate_limited": "Too many frames (20 a second with bursts of 40 by default, per "
-    "connection); the frame was dropped; `retry_after_ms` says when to try again.",
+    "connection, and 40 a second with bursts of 80 per user over all their sockets), or a "
+    "`chat_message` in a session that holds its 5,000 messages already; the frame was "
+    "dropped; `retry_after_ms` says when to try again.",
     "internal_error": "Anything unexpected; the connection stays usable.",
     "unauthenticated": "REST only (HTTP 401): a WebSocket closes with 4401 instead.",
 }
@@ -190,7 +192,9 @@ INTRO: tuple[tuple[str, str], ...] = (
         "malformed, badly signed or expired token is closed with 4401 right after the "
         "handshake, a token whose `user_type` does not match the endpoint with 4403; no "
         "frame is sent first. Otherwise the first frame is `connected`, with the live "
-        "session's snapshot (or null) and, for providers, the work offers still open.",
+        "session's snapshot (or null) and, for providers, the work offers still open. A "
+        "user holds at most 5 sockets: opening a sixth closes the oldest with 4409 (do not "
+        "reconnect it automatically).",
     ),
     (
         "Frames",
