@@ -236,3 +236,34 @@ def test_token_mints_service_tokens_with_the_service_key() -> None:
     assert build_verifier(settings).verify(result.stdout.strip()).user_type == "service"
     with pytest.raises(InvalidToken):
         build_verifier(Settings(jwt_secret=LONG_SECRET)).verify(result.stdout.strip())
+
+
+def _public_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def test_token_says_in_one_line_when_it_has_no_key_to_sign_with() -> None:
+    # Service tokens verified by a public key: this command holds no key that signs them.
+    env = _bare_environment() | {
+        "WORKSESSION_JWT_SECRET": LONG_SECRET,
+        "WORKSESSION_JWT_ALGORITHMS": "HS256,ES256",
+        "WORKSESSION_JWT_PUBLIC_KEY": _public_pem(),
+        "WORKSESSION_SERVICE_JWT_PUBLIC_KEY": _public_pem(),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "worksession", "token", "--sub", "svc", "--user-type", "service"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "worksession: cannot sign a service token: "
+        "issuing needs an HS* algorithm and an HMAC secret"
+    ]

@@ -166,7 +166,13 @@ def token(
     from worksession.lifespan import build_verifier
 
     verifier = build_verifier(load_settings())
-    typer.echo(verifier.issue(sub=sub, user_type=user_type.value, ttl_s=ttl))
+    try:
+        signed = verifier.issue(sub=sub, user_type=user_type.value, ttl_s=ttl)
+    except ValueError as exc:
+        # A key this command cannot sign with (a public key only): say so in one line.
+        typer.echo(f"worksession: cannot sign a {user_type.value} token: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(signed)
 
 
 def main() -> None:
