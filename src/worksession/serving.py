@@ -17,9 +17,10 @@ arms none before the first request), and one that sends an endless header makes 
 process buffer all of it (httptools has no size limit either; uvicorn's
 ``h11_max_incomplete_event_size`` is for h11 only). ``GuardedHttpToolsProtocol`` closes a
 connection whose request header is not complete ``WORKSESSION_HEADER_TIMEOUT_S`` after the
-connection opened or its previous response ended, and answers 431 to one whose header grows
-past ``WORKSESSION_MAX_HEADER_BYTES``. A slowly sent request *body* is not bounded (the
-API's bodies are small JSON; a proxy in front should bound them too).
+connection opened (or, on a kept-alive connection, after the request's first byte), and
+answers 431 to one whose header grows past ``WORKSESSION_MAX_HEADER_BYTES``. A slowly sent
+request *body* is not bounded (the API's bodies are small JSON; a proxy in front should
+bound them too).
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         reading_header = self._reading_header
+        if reading_header and self._header_deadline is None:
+            # The first byte of a further request on a kept-alive connection.
+            self._arm_header_deadline()
         super().data_received(data)
         # Counted after parsing, and only while the header is still incomplete: the chunk
         # that ends a header (and may carry a body) is not held against it.
@@ -114,15 +118,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # uvicorn armed its keep-alive timer: the connection now waits for a new request,
-        # whose header gets the same bound (the keep-alive timer stops at its first byte).
+        # uvicorn armed its keep-alive timer: the connection waits for a further request.
+        # Its idle time is the keep-alive timer's (which may rightly be long, above a load
+        # balancer's idle timeout); the header deadline starts at the request's first byte,
+        # where the keep-alive timer stops.
         if self.timeout_keep_alive_task is not None:
-            self._start_reading_header()
+            self._start_reading_header(deadline_now=False)
 
-    def _start_reading_header(self) -> None:
+    def _start_reading_header(self, *, deadline_now: bool = True) -> None:
         self._stop_reading_header()
         self._reading_header = True
         self._header_bytes = 0
+        if deadline_now:
+            self._arm_header_deadline()
+
+    def _arm_header_deadline(self) -> None:
         if self._header_timeout_s is not None:
             self._header_deadline = self.loop.call_later(
                 self._header_timeout_s, self._header_deadline_passed

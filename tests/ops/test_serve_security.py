@@ -211,6 +211,23 @@ def test_the_next_request_on_a_kept_alive_connection_has_the_same_deadline(
         _seconds_until_closed(sock, trickle=True, limit=HEADER_TIMEOUT_S + SLACK_S)
 
 
+def test_an_idle_kept_alive_connection_lives_as_long_as_keep_alive_says(
+    exposed: Exposed,
+) -> None:
+    # Idle between requests is the keep-alive timer's business (60 s here): a connection a
+    # load balancer keeps open must not be cut at the header deadline.
+    with socket.create_connection(("127.0.0.1", _port(exposed.server.base_url))) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: worksession\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                chunk = sock.recv(4096)
+                assert chunk, "the server closed an idle kept-alive connection"
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200")
+            time.sleep(HEADER_TIMEOUT_S * 2.5)
+
+
 def test_a_complete_header_is_answered(exposed: Exposed) -> None:
     # The deadline is for the header alone: a request that completes its header in time is
     # served, however long it then takes. A header just under the size limit is fine too.
