@@ -1,0 +1,87 @@
+"""The edges of the rules that a mutation run over the deciding functions found unpinned:
+"300 m or less" and "50 m or less" at exactly the threshold, distances sent to 0.1 m, and
+a session's history replayable until exactly ``retention`` after its end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+
+from tests.unit.test_decide import (
+    AS_PROVIDER,
+    BASE_LNG,
+    POLICY,
+    RULES,
+    SID,
+    at,
+    distance_of,
+    fix_at,
+    kinds,
+    north,
+    session_row,
+    step,
+)
+from worksession.errors import InvalidState
+from worksession.pipeline import commands as c
+from worksession.pipeline.world import World
+from worksession.sessions.lifecycle import check_replay_allowed
+
+RETENTION = timedelta(hours=24)
+
+
+def both_placed(seeker_m: float, provider_m: float) -> World:
+    """Both sides known, no distance sent yet, neither nearby nor arrived announced."""
+    row = session_row(
+        seeker_latitude=north(seeker_m),
+        seeker_longitude=BASE_LNG,
+        provider_latitude=north(provider_m),
+        provider_longitude=BASE_LNG,
+    )
+    distance = row.distance_m
+    assert distance is not None
+    # Thresholds equal to the very distance the rule will compute, to the last bit.
+    rules = replace(RULES, nearby_m=distance, arrived_m=distance)
+    return World.of(replace(POLICY, location=rules), sessions=[row])
+
+
+def test_nearby_and_arrived_fire_at_exactly_their_threshold() -> None:
+    world = both_placed(0, 123.456)
+    decision = step(world, c.ReportLocation(SID, AS_PROVIDER, fix_at(123.456)), at(1))
+    assert [kind for _, kind in kinds(decision)] == ["provider_nearby", "provider_arrived"]
+
+
+@pytest.mark.parametrize(("metres", "announced"), [(1234.56, []), (290.04, ["provider_nearby"])])
+def test_distances_are_sent_to_a_tenth_of_a_metre(metres: float, announced: list[str]) -> None:
+    world = World.of(
+        POLICY, sessions=[session_row(seeker_latitude=north(0), seeker_longitude=BASE_LNG)]
+    )
+    decision = step(world, c.ReportLocation(SID, AS_PROVIDER, fix_at(metres)), at(1))
+    expected = round(metres, 1)
+    assert distance_of(decision) == expected
+    assert [kind for _, kind in kinds(decision)] == announced
+    assert all(event.data["distance_meters"] == expected for event in decision.events)
+
+
+@pytest.mark.parametrize(
+    ("live", "ended_at", "allowed"),
+    [
+        (True, None, True),
+        (False, at(0) - RETENTION + timedelta(microseconds=1), True),
+        (False, at(0) - RETENTION, False),  # exactly the retention: swept, so gone
+        (False, None, False),  # ended with no end time: nothing says it is recent
+    ],
+)
+def test_replay_until_the_retention_has_passed(
+    live: bool, ended_at: datetime | None, allowed: bool
+) -> None:
+    def check() -> None:
+        check_replay_allowed(live=live, ended_at=ended_at, retention=RETENTION, now=at(0))
+
+    if allowed:
+        check()
+    else:
+        with pytest.raises(InvalidState):
+            check()
