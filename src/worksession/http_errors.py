@@ -14,6 +14,12 @@ ECHOED_KEYS = frozenset({"input", "ctx", "url"})
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WorksessionError)
+    if exc.http_status == 422:
+        # A rule a decider refused is still a 422 in the shape the OpenAPI documents for
+        # every 422 (FastAPI's list of located errors), so one client parser serves both.
+        located = exc.details or [{"loc": ["body"], "msg": exc.message}]
+        detail = [{"type": "value_error", "loc": d["loc"], "msg": d["msg"]} for d in located]
+        return JSONResponse({"detail": detail, "code": exc.code}, status_code=422)
     return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=exc.http_status)
 
 

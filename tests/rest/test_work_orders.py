@@ -213,6 +213,8 @@ async def test_a_seeker_among_the_providers_is_422_and_nothing_stored(
 
     assert response.status_code == 422
     assert response.json()["code"] == "validation_error"
+    # The shape of every documented 422, so schema-driven clients parse it.
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", "provider_ids"]]
     async with db.transaction() as s:
         assert (await s.execute(select(WorkOrder))).first() is None
         assert (await s.execute(select(WorkOffer))).first() is None

@@ -60,7 +60,8 @@ def decide_create(world: World, command: CreateWorkOrder, now: datetime) -> Deci
     A seeker among the providers is refused (a 422, PROTOCOL 4): accepting would make a
     session with one participant, which the database refuses too, as a last resort."""
     if command.seeker_id in command.provider_ids:
-        raise ValidationFailed("seeker_id must not be among provider_ids")
+        message = "seeker_id must not be among provider_ids"
+        raise ValidationFailed(message, details=[{"loc": ["body", "provider_ids"], "msg": message}])
     lat, lng = command.seeker_location or (None, None)
     order = OrderRow(
         id=command.work_id,
