@@ -124,9 +124,15 @@ class Session:
 
 @dataclass(frozen=True)
 class Replay:
+    """A ``resume`` on its way: what the socket had when it asked."""
+
     session_id: str
     last_seq: int
-    expected: tuple[int, ...]
+    seen: frozenset[int]
+    floor: int
+    """The last seq of the session the socket had live (its baseline or its newest)."""
+    log_end: int
+    """The last seq of the session's log when the socket asked."""
 
 
 @dataclass

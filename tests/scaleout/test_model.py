@@ -720,7 +720,8 @@ class ServiceModel(RuleBasedStateMachine):
         elif user is not None:
             self.run(self._open_socket(user, worker))
 
-    async def _open_socket(self, user: User, worker: int) -> None:
+    async def _connect(self, user: User, worker: int) -> Sock:
+        """A new socket that has its ``connected`` frame (not yet known to the model)."""
         server = self.server(worker)
         user.sockets_opened += 1
         ws = await connect(
@@ -732,8 +733,14 @@ class ServiceModel(RuleBasedStateMachine):
         sock = Sock(f"{user.id}#{user.sockets_opened}@{'ab'[worker]}", user, ws)
         sock.start()
         await sock.wait_until(lambda: bool(sock.frames), "connected")
+        assert sock.frames[0]["type"] == "connected", sock.frames[0]
+        sock.cursor = 1
+        STATS["sockets opened"] += 1
+        return sock
+
+    async def _open_socket(self, user: User, worker: int) -> None:
+        sock = await self._connect(user, worker)
         connected = sock.frames[0]
-        assert connected["type"] == "connected", connected
         live = self.live_session_of(user)
         snapshot = connected["session"]
         if live is None:
@@ -754,9 +761,45 @@ class ServiceModel(RuleBasedStateMachine):
             ), sock.name
         else:
             assert pending == []
-        sock.cursor = 1
         self.sockets.append(sock)
-        STATS["sockets opened"] += 1
+
+    @rule(data=st.data(), worker=st.integers(0, 1))
+    def race_connect(self, data: st.DataObject, worker: int) -> None:
+        """The seeker opens a socket while a provider accepts its order: the new socket
+        has the session once, from its snapshot or from the live event, and all after."""
+        order = self.pick(data, [o for o in self.orders.values() if self._can_race_connect(o)])
+        if order is not None:
+            self.run(self._race_connect(order, worker))
+
+    def _can_race_connect(self, order: Order) -> bool:
+        racers = self._racers(order)
+        return (
+            bool(racers)
+            and self._accept_error(order, racers[0].user) is None
+            and len(self.open_sockets(order.seeker)) < 2
+        )
+
+    async def _race_connect(self, order: Order, worker: int) -> None:
+        provider = self._racers(order)[0]
+        request_id = self.rid()
+        frame = {"type": "work_response", "work_id": order.work_id, "accepted": True}
+        _, sock = await asyncio.gather(
+            provider.send({**frame, "request_id": request_id}),
+            self._connect(order.seeker, worker),
+        )
+        self._accepted(order, provider.user, await provider.answer(request_id))
+        session = self.live_session_of(order.seeker)
+        assert session is not None
+        snapshot = sock.frames[0]["session"]
+        if snapshot is None:
+            sock.follows[session.session_id] = 0
+        else:
+            assert snapshot["session_id"] == session.session_id, snapshot
+            sock.follows[session.session_id] = snapshot["last_seq"]
+            STATS["connect races with the session in the snapshot"] += 1
+        sock.follows_live.add(session.session_id)
+        self.sockets.append(sock)
+        STATS["connect races"] += 1
 
     @rule(data=st.data(), mode=st.sampled_from(["user", "zero", "socket"]))
     def resume(self, data: st.DataObject, mode: str) -> None:
@@ -766,28 +809,75 @@ class ServiceModel(RuleBasedStateMachine):
 
     async def _resume(self, sock: Sock, session: Session, mode: str) -> None:
         sid = session.session_id
-        seen = sock.seen.get(sid, [])
-        last_seq = {
-            "socket": max([sock.follows.get(sid, 0), *seen]),
-            "user": sock.user.max_seen.get(sid, 0),
-            "zero": 0,
-        }[mode]
+        last_seq = self._last_seq(sock, sid, mode)
         if session.participant(sock.user.role) is not sock.user:
             answer = await self.ask(sock, {"type": "resume", "session_id": sid, "last_seq": 0})
             self.expect_error(answer, "session_not_found")
             return
-        log = self.logs[sid]
-        expected = tuple(
-            seq
-            for seq, (kind, data) in enumerate(log, start=1)
-            if seq > last_seq and seq not in seen and visible(kind, data, sock.user.role)
-        )
-        sock.replay = Replay(sid, last_seq, expected)
-        sock.replayed = []
+        self._replaying(sock, sid, last_seq)
         await sock.send({"type": "resume", "session_id": sid, "last_seq": last_seq})
         await sock.wait_until(lambda: self.digest(sock) or sock.replay is None, "resumed")
         STATS["resumes"] += 1
-        STATS["events replayed"] += len(expected)
+
+    def _last_seq(self, sock: Sock, sid: str, mode: str) -> int:
+        """What a client resumes from: this socket's newest seq, the newest any socket of
+        the user had (an app that keeps it across reconnects), or nothing."""
+        return {
+            "socket": max([sock.follows.get(sid, 0), *sock.seen.get(sid, [])]),
+            "user": sock.user.max_seen.get(sid, 0),
+            "zero": 0,
+        }[mode]
+
+    def _replaying(self, sock: Sock, sid: str, last_seq: int) -> None:
+        seen = sock.seen.get(sid, [])
+        floor = max([sock.follows.get(sid, 0), *seen])
+        sock.replay = Replay(sid, last_seq, frozenset(seen), floor, len(self.logs[sid]))
+        sock.replayed = []
+
+    @rule(data=st.data(), mode=st.sampled_from(["user", "zero", "socket"]), seeker=st.booleans())
+    def race_resume(self, data: st.DataObject, mode: str, seeker: bool) -> None:
+        """One participant resumes while the other sends a message: the new event comes
+        live before the replay starts, or within it, or after ``resumed``, once."""
+        if pair := self._pair(data):
+            session, seeker_sock, provider_sock = pair
+            resumer, peer = (seeker_sock, provider_sock) if seeker else (provider_sock, seeker_sock)
+            self.run(self._race_resume(session, resumer, peer, mode))
+
+    async def _race_resume(self, session: Session, resumer: Sock, peer: Sock, mode: str) -> None:
+        sid = session.session_id
+        self.digest(resumer)
+        last_seq = self._last_seq(resumer, sid, mode)
+        self._replaying(resumer, sid, last_seq)
+        resume, chat = self.rid(), self.rid()
+        await asyncio.gather(
+            resumer.send(
+                {"type": "resume", "session_id": sid, "last_seq": last_seq, "request_id": resume}
+            ),
+            peer.send(
+                {
+                    "type": "chat_message",
+                    "session_id": sid,
+                    "message": f"during a resume {chat}",
+                    "request_id": chat,
+                }
+            ),
+        )
+        ack = await peer.answer(chat)
+        assert ack["type"] == "chat_message_ack", ack
+        if not session.chat_room:
+            session.chat_room = True
+            session.kinds.append("chat_ready")
+        session.kinds.append("chat_message")
+        assert ack["seq"] == len(session.kinds), ack
+        self.messages[ack["message_id"]] = Message(
+            ack["message_id"], sid, peer.user.role, None, ack["seq"]
+        )
+        STATS["messages acked"] += 1
+        # The frames are checked against the log once it holds the new event.
+        await resumer.answer(resume)
+        await self.check_database()
+        await resumer.wait_until(lambda: self.digest(resumer) or resumer.replay is None, "resumed")
+        STATS["resume races"] += 1
 
     # --- the checks ----------------------------------------------------------------------
 
@@ -807,9 +897,10 @@ class ServiceModel(RuleBasedStateMachine):
                 replay = sock.replay
                 assert replay is not None, f"{sock.name}: unasked {frame}"
                 assert frame["session_id"] == replay.session_id, frame
-                assert tuple(sock.replayed) == replay.expected, (sock.name, sock.replayed, replay)
-                assert frame["last_seq"] == len(self.logs[replay.session_id]), frame
                 sid = replay.session_id
+                # An event committed during the replay is in it, or follows it.
+                assert replay.log_end <= frame["last_seq"] <= len(self.logs[sid]), frame
+                self._check_replay(sock, replay, frame["last_seq"])
                 sock.follows[sid] = min(sock.follows.get(sid, replay.last_seq), replay.last_seq)
                 sock.replay = None
             elif request_id is None:
@@ -817,6 +908,25 @@ class ServiceModel(RuleBasedStateMachine):
                 assert sock.expected_others[key] > 0, f"{sock.name}: unexpected {frame}"
                 sock.expected_others[key] -= 1
         return False
+
+    def _check_replay(self, sock: Sock, replay: Replay, last: int) -> None:
+        """What arrived between ``resume`` and ``resumed``: every event after
+        ``last_seq`` the socket may see and did not have, once, in order; possibly after
+        live events that were on their way before the replay started (the next ones after
+        what the socket had, in order)."""
+        log, role, got = self.logs[replay.session_id], sock.user.role, sock.replayed
+        due = {
+            n
+            for n in range(replay.last_seq + 1, last + 1)
+            if visible(*log[n - 1], role) and n not in replay.seen
+        }
+        assert sorted(got) == sorted(due), (sock.name, got, sorted(due), replay)
+        split = next((i for i in range(1, len(got)) if got[i] < got[i - 1]), 0)
+        live, replayed = got[:split], got[split:]
+        assert replayed == sorted(replayed), (sock.name, got)
+        after = [n for n in range(replay.floor + 1, last + 1) if visible(*log[n - 1], role)]
+        assert live == after[: len(live)], (sock.name, got, replay)
+        STATS["events replayed"] += len(replayed)
 
     def _stream_frame(self, sock: Sock, role: str, frame: dict[str, Any]) -> None:
         sid, seq = frame["session_id"], frame["seq"]
