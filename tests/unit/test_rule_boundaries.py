@@ -1,6 +1,7 @@
 """The edges of the rules that a mutation run over the deciding functions found unpinned:
-"300 m or less" and "50 m or less" at exactly the threshold, distances sent to 0.1 m, and
-a session's history replayable until exactly ``retention`` after its end.
+"300 m or less" and "50 m or less" at exactly the threshold, distances sent to 0.1 m, a
+session's history replayable until exactly ``retention`` after its end, offer expiry going
+on past an order settled earlier in the batch, and the seeker's location in a work request.
 """
 
 from __future__ import annotations
@@ -13,20 +14,27 @@ import pytest
 from tests.unit.test_decide import (
     AS_PROVIDER,
     BASE_LNG,
+    P1,
     POLICY,
     RULES,
+    S1,
+    SEEKER,
     SID,
     at,
     distance_of,
     fix_at,
     kinds,
     north,
+    offer_row,
+    order_row,
     session_row,
     step,
 )
 from worksession.errors import InvalidState
 from worksession.pipeline import commands as c
+from worksession.pipeline.decision import Notice, PutOrder
 from worksession.pipeline.world import World
+from worksession.protocol import outbound as out
 from worksession.sessions.lifecycle import check_replay_allowed
 
 RETENTION = timedelta(hours=24)
@@ -85,3 +93,34 @@ def test_replay_until_the_retention_has_passed(
     else:
         with pytest.raises(InvalidState):
             check()
+
+
+def test_expiry_goes_on_past_an_order_settled_earlier_in_the_batch() -> None:
+    world = World.of(
+        POLICY,
+        orders=[order_row(1, expires_at=at(5)), order_row(2, expires_at=at(5))],
+        offers=[offer_row(P1, 1), offer_row(P1, 2)],
+    )
+    world.due_orders = (1, 2)
+    step(world, c.AcceptWork(1, P1, session_id=S1), at(1))  # order 1 is settled first
+
+    decision = step(world, c.ExpireOffers(), at(6))
+
+    assert [w.row.id for w in decision.writes if isinstance(w, PutOrder)] == [2]
+    assert (world.orders[1].status, world.orders[2].status) == ("accepted", "expired")
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [((12.9, 77.6), {"lat": 12.9, "lng": 77.6}), (None, None)],
+    ids=["located", "unlocated"],
+)
+def test_a_work_request_carries_the_seekers_location_when_known(
+    location: tuple[float, float] | None, expected: dict[str, float] | None
+) -> None:
+    world = World.of(POLICY)
+    command = c.CreateWorkOrder(SEEKER, (P1,), {}, location, work_id=9)
+    (notice,) = step(world, command, at(0)).out
+    assert isinstance(notice, Notice)
+    assert isinstance(notice.frame, out.WorkRequest)
+    assert notice.frame.seeker_location == expected
