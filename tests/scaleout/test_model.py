@@ -37,6 +37,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Coroutine, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -147,6 +148,7 @@ class ServiceModel(RuleBasedStateMachine):
         self.last_ranks: dict[tuple[str, str], int] = {}
         self.logs: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         self.requests = 0
+        self.stored_messages = 0
         STATS["examples"] += 1
 
     # --- plumbing ----------------------------------------------------------------------
@@ -243,14 +245,14 @@ class ServiceModel(RuleBasedStateMachine):
     def respond(self, data: st.DataObject, accepted: bool) -> None:
         sock = self.pick(data, [s for s in self.open_sockets() if s.user.role == "provider"])
         anyone = self.now_and_then(data)
-        if sock is None:
-            return
+        index = data.draw(st.integers(0, 255))
         orders = list(self.orders.values())
+        if sock is None or not orders:
+            return
         mine = [o for o in orders if o.status == "pending" and sock.user.id in o.offers]
         # Mostly a pending order offered to this provider; sometimes any, which may be refused.
-        order = self.pick(data, orders if anyone or not mine else mine)
-        if order is not None:
-            self.run(self._respond(sock, order, accepted))
+        pool = orders if anyone or not mine else mine
+        self.run(self._respond(sock, pool[index % len(pool)], accepted))
 
     def _offer_error(self, order: Order, provider: User) -> str | None:
         offer = order.offers.get(provider.id)
@@ -975,7 +977,7 @@ class ServiceModel(RuleBasedStateMachine):
         for sock in self.sockets:
             if sock.retired:
                 continue
-            await sock.wait_until(lambda s=sock: self._complete(s), "its due frames")  # type: ignore[misc]
+            await sock.wait_until(partial(self._complete, sock), "its due frames")
             ended = [sid for sid in sock.follows_live if not self.sessions[sid].live]
             if ended:
                 assert await sock.closed() == 1000, sock.name
@@ -1096,6 +1098,7 @@ class ServiceModel(RuleBasedStateMachine):
         stored = Counter(str(r.message_id) for r in messages)
         assert all(n == 1 for n in stored.values()), stored
         assert set(stored) == set(self.messages)
+        self.stored_messages = len(stored)
         keys = Counter(
             (str(r.session_id), r.sender_type, r.client_msg_id) for r in messages if r.client_msg_id
         )
@@ -1131,7 +1134,7 @@ class ServiceModel(RuleBasedStateMachine):
         self.run(self._teardown())
 
     async def _teardown(self) -> None:
-        STATS["messages found"] += len(self.messages)
+        STATS["messages found stored once"] += self.stored_messages
         for sock in self.sockets:
             if not sock.done:
                 await sock.shut()
