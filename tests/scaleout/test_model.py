@@ -1111,13 +1111,15 @@ class ServiceModel(RuleBasedStateMachine):
 
         # The flags agree with the sessions.
         for user in self.providers:
-            assert active.get(user.id) == self.provider_active[user.id], user.id
+            flag, expected = active.get(user.id), self.provider_active[user.id]
+            assert flag == expected, f"{user.id}: provider_active is {flag}, not {expected}"
             if self.live_session_of(user) is not None:
-                assert active[user.id] is False
+                assert flag is False, f"{user.id}: active while in a live session"
         for user in self.seekers:
-            assert searching.get(user.id) == self.seeker_searching[user.id], user.id
+            flag, expected = searching.get(user.id), self.seeker_searching[user.id]
+            assert flag == expected, f"{user.id}: seeker_searching is {flag}, not {expected}"
             if self.live_session_of(user) is not None:
-                assert searching[user.id] is False
+                assert flag is False, f"{user.id}: searching while in a live session"
 
     def _forward(self, what: str, key: str, status: str) -> None:
         rank = RANK[what][status]
