@@ -1,7 +1,8 @@
 """The edges of the rules that a mutation run over the deciding functions found unpinned:
 "300 m or less" and "50 m or less" at exactly the threshold, distances sent to 0.1 m, a
 session's history replayable until exactly ``retention`` after its end, offer expiry going
-on past an order settled earlier in the batch, and the seeker's location in a work request.
+on past an order settled earlier in the batch, the seeker's location in a work request, and
+a fix under a second after the last judged by its speed, not as a same-instant jump.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.unit.test_decide import (
     session_row,
     step,
 )
+from worksession import geo
 from worksession.errors import InvalidState
 from worksession.pipeline import commands as c
 from worksession.pipeline.decision import Notice, PutOrder
@@ -124,3 +126,15 @@ def test_a_work_request_carries_the_seekers_location_when_known(
     assert isinstance(notice, Notice)
     assert isinstance(notice.frame, out.WorkRequest)
     assert notice.frame.seeker_location == expected
+
+
+@pytest.mark.parametrize(
+    ("moved_m", "expected"),
+    [(20.0, geo.FixVerdict.ACCEPT), (30.0, geo.FixVerdict.TOO_FAST)],  # 144 and 216 km/h
+)
+def test_a_fix_half_a_second_later_is_judged_by_its_speed(
+    moved_m: float, expected: geo.FixVerdict
+) -> None:
+    last = geo.LastFix(north(0), BASE_LNG, at(0))
+    fix = geo.Fix(north(moved_m), BASE_LNG, 5.0, at(0.5))
+    assert geo.judge_fix(fix, last, max_accuracy_m=100.0, max_speed_kmh=200.0) is expected
