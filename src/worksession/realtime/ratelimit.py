@@ -115,9 +115,7 @@ class BucketTable:
         refill_s = self.burst / self.rate
         now = self._clock()
         self._buckets = {
-            key: bucket
-            for key, bucket in self._buckets.items()
-            if now - bucket.updated < refill_s
+            key: bucket for key, bucket in self._buckets.items() if now - bucket.updated < refill_s
         }
 
     def __len__(self) -> int:
