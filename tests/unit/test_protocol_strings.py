@@ -122,3 +122,19 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     text = "[{" * 400 + '\\"' + "[" * 10
     frame = json.dumps({"type": "chat_message", "session_id": SESSION, "message": text[:2000]})
     assert parse_frame(frame, role="seeker").type == "chat_message"
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ['"' + '\\"' * 8000, '"' + "[" * 40, '"abc\\'],
+    ids=["escaped-quotes", "brackets", "trailing-backslash"],
+)
+def test_an_unterminated_string_is_invalid_json_and_its_brackets_do_not_count(
+    tail: str,
+) -> None:
+    # Brackets after an unterminated string's quote are the string's, not nesting, and the
+    # depth scan reads such a string once (it used to rescan from every escaped quote, a
+    # second of CPU for this 16 KiB frame); the parser then refuses the frame as not JSON.
+    assert _refused("[" * 5 + tail).error.code == "invalid_json"
+    assert "nested" not in _refused("[" * 5 + tail).error.message
+    assert "nested" in _refused("[" * 33 + tail).error.message
