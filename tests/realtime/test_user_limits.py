@@ -72,3 +72,28 @@ async def test_a_participant_past_its_rest_budget_gets_429(server: Server) -> No
     assert refused, "30 requests at once, and not one 429"
     assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
     assert len(served) <= 20 + 10 * elapsed, (len(served), elapsed)
+
+
+async def test_sockets_opened_at_once_past_the_cap_close_cleanly(server: Server) -> None:
+    # Twelve handshakes at once: some sockets are pushed out while their `connected` frame
+    # is still being read from the database. Each must end with a close frame (4409 for the
+    # pushed out), never a traceback, and exactly five must stay open.
+    user = uid("provider")
+    async with AsyncExitStack() as stack:
+
+        async def open_one() -> Client:
+            return await stack.enter_async_context(
+                open_client(server, "provider", user, expect_connected=False)
+            )
+
+        async def close_code(client: Client) -> int | None:
+            try:
+                return await client.closed_with(timeout=3)
+            except TimeoutError:
+                return None  # still open
+
+        sockets = await asyncio.gather(*(open_one() for _ in range(12)))
+        codes = await asyncio.gather(*(close_code(s) for s in sockets))
+        assert sorted(c for c in codes if c is not None) == [4409] * 7, codes
+        assert "Traceback" not in server.log()
+        assert "Exception in ASGI application" not in server.log()

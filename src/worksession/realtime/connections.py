@@ -158,6 +158,11 @@ class Connection:
         text = encode(frame)
         self.offer(SendFrame(with_request_id(text, request_id)))
 
+    @property
+    def closing(self) -> bool:
+        """A close has begun (or ended): nothing more may be sent on this socket."""
+        return self._closing is not None or self.closed.is_set()
+
     def close_soon(self, code: int, reason: str) -> None:
         """Close now, from outside the writer: whatever is still queued is dropped."""
         if self._closing is None and not self.closed.is_set():

@@ -166,6 +166,10 @@ class SocketSession:
                 )
                 self.connection.close_soon(CLOSE_TRY_AGAIN, "try again later")
                 return
+            if self.connection.closing:
+                # Pushed out (4409) by a newer socket of this user while the snapshot was
+                # read: the close frame is on its way, and `connected` must not follow it.
+                return
             await self.websocket.send_text(connected)
             metrics.frame_out(connected)
             self.connection.start(baseline=baseline)
