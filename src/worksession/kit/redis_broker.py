@@ -8,12 +8,16 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worksession.kit.broker import Broker, Deliver, Resubscribed
 
@@ -126,6 +130,34 @@ ECHOES = 10_000
 """Messages delivered here ahead of Redis whose copy from Redis is still awaited."""
 
 
+_T = TypeVar("_T")
+
+
+class BrokenConnectionRetry(Retry):
+    """Once, at once, and only for a connection that broke, never for a timeout.
+
+    redis-py's own policy (three retries with backoff) counts a timeout as a connection
+    error (``TimeoutError`` subclasses ``ConnectionError``), so a Redis that hangs would
+    hold every caller for four socket timeouts instead of one."""
+
+    def __init__(self) -> None:
+        super().__init__(NoBackoff(), 1, (RedisConnectionError,))
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[_T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> _T:
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, RedisTimeoutError):
+                return False
+            return is_retryable is None or is_retryable(error)
+
+        return await super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
 class RedisBroker(Broker):
     """At most once, like every Broker: Redis pub/sub forgets what it could not deliver.
 
@@ -154,6 +186,7 @@ class RedisBroker(Broker):
             health_check_interval=10,
             socket_timeout=5,
             socket_connect_timeout=2,
+            retry=BrokenConnectionRetry(),
             retry_on_error=[RedisConnectionError],
         )
         self._prefix = f"{prefix}:"
