@@ -38,8 +38,8 @@ COPY docker/entrypoint.sh /usr/local/bin/worksession-entrypoint
 WORKDIR /var/lib/worksession
 USER 10001:10001
 EXPOSE 8000
-# The internal API and the metrics: for the other back-end services, never published.
-EXPOSE 9000
+# Port 9000 (the internal API and the metrics) is deliberately not EXPOSEd: `docker run -P`
+# publishes every exposed port, and this one must stay on the private network.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
 ENTRYPOINT ["worksession-entrypoint"]
