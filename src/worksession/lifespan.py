@@ -22,6 +22,7 @@ from worksession.pipeline.runner import Pipeline
 from worksession.pipeline.store import Store
 from worksession.realtime.connections import CLOSE_RESTARTING, Hub
 from worksession.realtime.gateway import close_all
+from worksession.realtime.ratelimit import SharedBudget
 from worksession.scheduler import Jobs, build_scheduler
 from worksession.state import AppState
 
@@ -125,6 +126,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub=hub,
         pipeline=build_pipeline(settings, db, broker),
         typing=typing,
+        rest_budget=SharedBudget(
+            broker, rate=settings.rest_rate_limit_per_s, burst=settings.rest_rate_limit_burst
+        ),
     )
     await broker.start(hub.deliver, hub.resync)
     jobs = Jobs(settings, db, state.pipeline, broker, leadership)

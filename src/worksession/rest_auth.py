@@ -18,7 +18,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from worksession.kit.jwt import Claims, InvalidToken, UserType
-from worksession.realtime.ratelimit import BucketTable
 from worksession.state import get_state
 
 logger = logging.getLogger(__name__)
@@ -106,25 +105,7 @@ async def _within_rest_limit(
     one script call more is small, and counting per worker would multiply the allowance by
     the number of workers); without, this process's own count is the whole count."""
     state = get_state(request)
-    settings = state.settings
-    key = f"rest:{claims.user_type}:{claims.sub}"
-    wait: float | None
-    try:
-        wait = await state.broker.take_shared_token(
-            key, settings.rest_rate_limit_per_s, settings.rest_rate_limit_burst
-        )
-    except Exception as exc:
-        # The bucket is state that may be lost: without Redis, count in this process.
-        logger.warning("could not reach the shared REST limit: %s", type(exc).__name__)
-        wait = None
-    if wait is None:
-        local: BucketTable | None = getattr(request.app.state, "rest_buckets", None)
-        if local is None:
-            local = BucketTable(
-                rate=settings.rest_rate_limit_per_s, burst=settings.rest_rate_limit_burst
-            )
-            request.app.state.rest_buckets = local
-        wait = local.take(key)
+    wait = await state.rest_budget.take(f"rest:{claims.user_type}:{claims.sub}")
     if wait:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,

@@ -1,6 +1,19 @@
 from __future__ import annotations
 
-from worksession.realtime.ratelimit import BucketTable, TokenBucket, retry_after_ms
+import logging
+import socket
+
+import pytest
+
+from worksession.kit.broker import MemoryBroker
+from worksession.kit.redis_broker import RedisBroker
+from worksession.realtime.ratelimit import (
+    SHARED_RETRY_AFTER_S,
+    BucketTable,
+    SharedBudget,
+    TokenBucket,
+    retry_after_ms,
+)
 
 
 class FakeClock:
@@ -69,3 +82,39 @@ def test_a_bucket_table_forgets_only_buckets_that_refilled() -> None:
     for _ in range(19):
         table.take("c")
     assert table.take("c") > 0  # "c", still draining, was not forgotten
+
+
+async def test_a_shared_budget_without_a_shared_store_counts_in_this_process() -> None:
+    budget = SharedBudget(MemoryBroker(), rate=10, burst=20, clock=FakeClock())
+    waits = [await budget.take("rest:seeker:s1") for _ in range(21)]
+    assert waits[:20] == [0.0] * 20
+    assert waits[20] > 0
+    assert await budget.take("rest:seeker:s2") == 0.0  # another participant's own bucket
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # nothing listens once the probe is closed
+
+
+async def test_an_unreachable_shared_budget_is_left_alone_for_a_while(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A real Redis client on a port where nothing listens: every call is refused. The
+    # first request finds out and is counted here; the next ones, for SHARED_RETRY_AFTER_S,
+    # do not try Redis (and wait out its connect) again.
+    clock = FakeClock()
+    broker = RedisBroker(f"redis://127.0.0.1:{_closed_port()}/0", prefix="budget-test")
+    budget = SharedBudget(broker, rate=10, burst=20, clock=clock)
+    try:
+        with caplog.at_level(logging.WARNING, logger="worksession.realtime.ratelimit"):
+            waits = [await budget.take("rest:provider:p1") for _ in range(21)]
+            assert len(caplog.records) == 1
+            clock.now += SHARED_RETRY_AFTER_S
+            await budget.take("rest:provider:p1")
+            assert len(caplog.records) == 2  # tried again, and refused again
+    finally:
+        await broker.client.aclose()
+    assert waits[:20] == [0.0] * 20
+    assert waits[20] > 0  # counted in this process all along

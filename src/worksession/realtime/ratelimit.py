@@ -11,9 +11,14 @@ the sockets elsewhere close. With one worker, the usual case, the count is exact
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
+
+from worksession.kit.broker import Broker
+
+logger = logging.getLogger(__name__)
 
 CALM_AFTER_S = 1.0
 """A client that goes this long without a dropped frame is no longer counted as abusive."""
@@ -120,3 +125,48 @@ class BucketTable:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+SHARED_RETRY_AFTER_S = 5.0
+"""After the shared count could not be reached, how long requests are counted in this
+process alone before Redis is tried again."""
+
+
+class SharedBudget:
+    """A token bucket per key over every worker, kept by the broker (in Redis), and this
+    process's own ``BucketTable`` whenever the broker keeps none (the in-process broker)
+    or cannot be reached. After a failure the shared count is left alone for
+    ``SHARED_RETRY_AFTER_S``: during an outage each request would otherwise wait out a
+    connect timeout, and log it, before being counted here anyway."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._broker = broker
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._local = BucketTable(rate=rate, burst=burst, clock=clock)
+        self._shared_retry_at = 0.0
+
+    async def take(self, key: str) -> float:
+        """0.0 when the call may go on; otherwise the seconds until a token is back."""
+        if self._clock() >= self._shared_retry_at:
+            try:
+                wait = await self._broker.take_shared_token(key, self._rate, self._burst)
+            except Exception as exc:
+                logger.warning(
+                    "could not reach the shared rate limit (%s); counting in this process for %g s",
+                    type(exc).__name__,
+                    SHARED_RETRY_AFTER_S,
+                )
+                self._shared_retry_at = self._clock() + SHARED_RETRY_AFTER_S
+            else:
+                if wait is not None:
+                    return wait
+        return self._local.take(key)
