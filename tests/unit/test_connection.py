@@ -289,6 +289,30 @@ async def test_a_long_resume_is_read_in_pages_and_sent_in_order() -> None:
     assert [after for _, after, _ in h.log.calls] == [0, 200, 400]
 
 
+async def test_a_resume_near_the_end_reads_from_the_clients_last_event() -> None:
+    # A fresh socket resuming a long session from near its end reads one page, from the
+    # client's own last event, not the whole log before it.
+    h = Harness(FakeLog(5000), page_size=200)
+    h.connection.start(baseline={})
+    h.connection.offer(Replay(SESSION, 4990, "r"))
+    sent = await h.settle()
+    assert seqs(sent) == [*range(4991, 5001), None]
+    assert sent[-1]["last_seq"] == 5000
+    assert [after for _, after, _ in h.log.calls] == [4989]
+
+
+async def test_a_resume_past_the_end_of_the_log_answers_the_real_end() -> None:
+    h = Harness(FakeLog(30), page_size=200)
+    h.connection.start(baseline={})
+    h.connection.offer(Replay(SESSION, 99, "r"))
+    sent = await h.settle()
+    assert seqs(sent) == [None]
+    assert sent[-1]["last_seq"] == 30  # the log's word, not the client's
+    h.log.events.append(event(31))
+    h.connection.offer(SendEvent(h.log.at(31)))
+    assert seqs(await h.settle()) == [31]  # and nothing after 30 was taken as sent
+
+
 async def test_a_resume_whose_second_page_fails_keeps_what_the_first_sent() -> None:
     h = Harness(FakeLog(300), page_size=100)
     h.connection.start(baseline={})

@@ -278,7 +278,10 @@ class Connection:
         client's word for it: a ``last_seq`` beyond the log must not make the socket drop
         events as sent). Events that happen meanwhile wait in the queue behind the replay."""
         sent = self._sent.get(session_id)
-        start = cursor = min(after_seq, sent.high) if sent is not None else 0
+        # A fresh socket reads from the client's own last event: finding it proves the log
+        # reaches that far, without paging through everything before it.
+        start = min(after_seq, sent.high) if sent is not None else max(0, after_seq - 1)
+        cursor = start
         while True:
             try:
                 page = await self._fetch(session_id, cursor, None, self._page_size)
@@ -302,6 +305,11 @@ class Connection:
                     await self._send_event(event)
                 cursor = event.seq
             if len(page) < self._page_size:
+                if sent is None and cursor == start > 0:
+                    # Not even the client's last event is logged: its last_seq is beyond
+                    # the log. Read from the start, to answer with the log's real end.
+                    start = cursor = 0
+                    continue
                 break
         last = self._mark_replayed(session_id, after_seq, cursor)
         resumed = encode(Resumed(type="resumed", session_id=str(session_id), last_seq=last))
