@@ -95,6 +95,7 @@ def test_migrate_and_sweep_on_a_fresh_file(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
     assert "deleted 0 chat messages" in result.stdout
+    assert "erased the personal data of 0 sessions and 0 work orders" in result.stdout
 
 
 def test_several_workers_without_redis_are_refused(tmp_path: Path) -> None:

@@ -132,7 +132,8 @@ def migrate() -> None:
 
 @cli.command()
 def sweep() -> None:
-    """Delete expired chat messages and the history of sessions past retention now."""
+    """Delete expired chat messages and the history of sessions past retention, and erase
+    the personal data of sessions and orders past retention, now."""
     from worksession.kit.broker import MemoryBroker
     from worksession.kit.db import Database
     from worksession.lifespan import build_pipeline
@@ -151,7 +152,12 @@ def sweep() -> None:
             await db.dispose()
         messages = sum(s.messages for s in outcome.swept)
         events = sum(s.events for s in outcome.swept)
-        typer.echo(f"deleted {messages} chat messages, {events} session events")
+        sessions = sum(s.sessions for s in outcome.swept)
+        orders = sum(s.orders for s in outcome.swept)
+        typer.echo(
+            f"deleted {messages} chat messages, {events} session events; erased the personal "
+            f"data of {sessions} sessions and {orders} work orders"
+        )
 
     asyncio.run(run())
 
