@@ -97,3 +97,48 @@ async def test_sockets_opened_at_once_past_the_cap_close_cleanly(server: Server)
         assert sorted(c for c in codes if c is not None) == [4409] * 7, codes
         assert "Traceback" not in server.log()
         assert "Exception in ASGI application" not in server.log()
+
+
+async def test_a_quiet_device_is_not_closed_for_another_devices_flood(server: Server) -> None:
+    # Three devices, each within its own 20 frames a second, together past the user's 40:
+    # after the user's burst is spent (about 5 s) the user's budget refuses frames on every
+    # socket, the quiet device's included, for over 10 s. Frames are dropped with
+    # rate_limited, but no socket is closed: 1008 is for a socket that keeps over its own
+    # limit, and none of these ever was.
+    user = uid("seeker")
+    async with AsyncExitStack() as stack:
+        floods = [
+            await stack.enter_async_context(open_client(server, "seeker", user)) for _ in range(3)
+        ]
+        quiet = await stack.enter_async_context(open_client(server, "seeker", user))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        seconds = 20.0
+
+        async def flood(client: Client) -> None:
+            sent = 0
+            while loop.time() - started < seconds:
+                await client.send({"type": "ping"})
+                sent += 1
+                # 19 a second, paced against the clock so that a late wake-up does not
+                # bunch frames past the socket's own limit.
+                await asyncio.sleep(max(0.0, started + sent / 19 - loop.time()))
+
+        flooding = [asyncio.create_task(flood(client)) for client in floods]
+        refused_at: list[float] = []
+        while loop.time() - started < seconds:
+            await quiet.send({"type": "ping"})
+            if (await _answers(quiet, 1))[0].get("code") == "rate_limited":
+                refused_at.append(loop.time() - started)
+            await asyncio.sleep(0.5)
+        # Each flood stayed within its own limit: none of them is closed either.
+        await asyncio.gather(*flooding)
+        # The test means something only if the user's budget kept refusing for long (the
+        # quiet device's refusals are a sample of that).
+        assert refused_at, "the floods never drained the user's budget"
+        assert refused_at[-1] - refused_at[0] > 8, refused_at
+        await asyncio.sleep(2.5)  # the user's budget refills
+        for client in (*floods, quiet):
+            await client.request(
+                {"type": "ping", "request_id": "after"}, "pong", request_id="after"
+            )

@@ -246,7 +246,10 @@ class SocketSession:
             bucket = self.connection.user_bucket
             wait = bucket.take()
         if wait:
-            if bucket.dropping_for() >= SUSTAINED_ABUSE_S:
+            # Only a socket that itself keeps over its own limit is closed: when the user's
+            # shared budget refuses, the frame is dropped, but a quiet device must not be
+            # disconnected because another device of the same user floods.
+            if self.bucket.dropping_for() >= SUSTAINED_ABUSE_S:
                 self.connection.close_soon(CLOSE_POLICY, "rate limit exceeded")
                 return
             refused = RateLimited()
