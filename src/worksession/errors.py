@@ -78,6 +78,12 @@ class SeekerBusy(WorksessionError):
     default_message = "The seeker already has a live session"
 
 
+class NoProviderAvailable(WorksessionError):
+    code = "no_provider_available"
+    http_status = 409
+    default_message = "None of the providers is active and free; nothing was stored"
+
+
 class MessageNotFound(WorksessionError):
     code = "message_not_found"
     http_status = 404

@@ -69,8 +69,27 @@ class Server:
         details: dict[str, Any] | None = None,
         seeker_location: dict[str, float] | None = None,
     ) -> dict[str, Any]:
+        response = await self.post_order(
+            seeker_id=seeker_id,
+            provider_ids=provider_ids,
+            details=details,
+            seeker_location=seeker_location,
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def post_order(
+        self,
+        *,
+        seeker_id: str,
+        provider_ids: list[str],
+        details: dict[str, Any] | None = None,
+        seeker_location: dict[str, float] | None = None,
+    ) -> httpx.Response:
+        """``POST /internal/v1/work-orders`` as a service, whatever it answers."""
         async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as http:
-            response = await http.post(
+            return await http.post(
                 "/internal/v1/work-orders",
                 json={
                     "seeker_id": seeker_id,
@@ -80,9 +99,15 @@ class Server:
                 },
                 headers={"Authorization": f"Bearer {self.token('svc', 'service')}"},
             )
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
+
+    async def set_provider_active(self, user_id: str, active: bool) -> None:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as http:
+            response = await http.put(
+                f"/internal/v1/users/{user_id}/availability",
+                json={"provider_active": active},
+                headers={"Authorization": f"Bearer {self.token('svc', 'service')}"},
+            )
+        assert response.status_code == 200, response.text
 
 
 def start_server(

@@ -172,22 +172,48 @@ async def test_unanswered_offer_expires(quick_offers_server: Server) -> None:
     assert error["code"] == "work_unavailable"
 
 
-async def test_provider_with_a_live_session_is_busy(server: Server) -> None:
-    async with live_session(server) as pair:
-        order = await server.create_order(seeker_id=uid("seeker"), provider_ids=[pair.provider_id])
-        await pair.provider.expect("work_request", work_id=order["work_id"])
+async def test_a_busy_provider_is_skipped_and_gets_no_work_request(server: Server) -> None:
+    """1.1: a provider in a live session is not offered new work (v1.0 offered it, and the
+    accept was refused with provider_busy)."""
+    free_id = uid("provider")
+    async with live_session(server) as pair, open_client(server, "provider", free_id) as free:
+        order = await server.create_order(
+            seeker_id=uid("seeker"), provider_ids=[pair.provider_id, free_id]
+        )
+        assert order["offered_to"] == [free_id]
+        assert order["skipped"] == [{"provider_id": pair.provider_id, "reason": "busy"}]
+        await free.expect("work_request", work_id=order["work_id"])
+        await pair.provider.nothing_more()
         error = await pair.provider.request(
             {"type": "work_response", "work_id": order["work_id"], "accepted": True}, "error"
         )
-    assert error["code"] == "provider_busy"
+    assert error["code"] == "work_not_found"
 
 
-async def test_seeker_with_a_live_session_is_busy(server: Server) -> None:
-    async with live_session(server) as pair:
-        other = uid("provider")
-        order = await server.create_order(seeker_id=pair.seeker_id, provider_ids=[other])
-        async with open_client(server, "provider", other) as provider:
-            error = await provider.request(
-                {"type": "work_response", "work_id": order["work_id"], "accepted": True}, "error"
-            )
-    assert error["code"] == "seeker_busy"
+async def test_an_inactive_provider_gets_no_work_request(server: Server) -> None:
+    off, on = uid("provider"), uid("provider")
+    await server.set_provider_active(off, False)
+    async with (
+        open_client(server, "provider", off) as inactive,
+        open_client(server, "provider", on) as active,
+    ):
+        order = await server.create_order(seeker_id=uid("seeker"), provider_ids=[off, on])
+        assert order["skipped"] == [{"provider_id": off, "reason": "inactive"}]
+        await active.expect("work_request", work_id=order["work_id"])
+        await inactive.nothing_more()
+        refused = await server.post_order(seeker_id=uid("seeker"), provider_ids=[off])
+        assert refused.status_code == 409
+        assert refused.json()["code"] == "no_provider_available"
+        await server.set_provider_active(off, True)
+        again = await server.create_order(seeker_id=uid("seeker"), provider_ids=[off])
+        await inactive.expect("work_request", work_id=again["work_id"])
+
+
+async def test_a_seeker_with_a_live_session_cannot_post_an_order(server: Server) -> None:
+    """1.1: refused at creation (v1.0 stored it, and every accept was seeker_busy)."""
+    provider_id = uid("provider")
+    async with live_session(server) as pair, open_client(server, "provider", provider_id) as p:
+        response = await server.post_order(seeker_id=pair.seeker_id, provider_ids=[provider_id])
+        assert response.status_code == 409
+        assert response.json()["code"] == "seeker_busy"
+        await p.nothing_more()

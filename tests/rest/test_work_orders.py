@@ -10,8 +10,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from tests.factories import make_work_session
 from tests.pipeline_run import decoded
-from tests.rest.conftest import bearer, settings_for
+from tests.rest.conftest import Published, bearer, settings_for
 from worksession.config import Settings
 from worksession.kit.db import Database
 from worksession.kit.jwt import UserType
@@ -53,6 +54,7 @@ async def test_create_returns_201_stores_the_order_and_publishes_work_requests(
         {"provider_id": "p1", "status": "offered", "responded_at": None},
         {"provider_id": "p2", "status": "offered", "responded_at": None},
     ]
+    assert (body["offered_to"], body["skipped"]) == (["p1", "p2"], [])
     async with db.transaction() as s:
         order = (await s.execute(select(WorkOrder))).scalar_one()
         offers = (await s.execute(select(WorkOffer.provider_id))).scalars().all()
@@ -81,6 +83,8 @@ async def test_get_returns_the_order(client: httpx.AsyncClient, db_url: str) -> 
     response = await client.get(f"{URL}/{created['work_id']}", headers=bearer(db_url))
 
     assert response.status_code == 200
+    # The creation's answer is the order plus to whom it went, which is not stored.
+    del created["offered_to"], created["skipped"]
     assert response.json() == created
 
 
@@ -220,6 +224,69 @@ async def test_a_seeker_among_the_providers_is_422_and_nothing_stored(
         assert (await s.execute(select(WorkOffer))).first() is None
 
 
+async def test_busy_and_inactive_providers_are_skipped(
+    client: httpx.AsyncClient, db: Database, db_url: str, published: Published
+) -> None:
+    async with db.transaction() as s:
+        await make_work_session(s, seeker_id="s9", provider_id="p-busy", state="active")
+    off = await client.put(
+        "/internal/v1/users/p-off/availability",
+        json={"provider_active": False},
+        headers=bearer(db_url),
+    )
+    assert off.status_code == 200
+    await published.subscribe("ws:provider:p-busy", "ws:provider:p-off", "ws:provider:p1")
+    body = {**GOOD_BODY, "provider_ids": ["p-busy", "p-off", "p1"]}
+
+    response = await client.post(URL, json=body, headers=bearer(db_url))
+
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["offered_to"] == ["p1"]
+    assert created["skipped"] == [
+        {"provider_id": "p-busy", "reason": "busy"},
+        {"provider_id": "p-off", "reason": "inactive"},
+    ]
+    assert [o["provider_id"] for o in created["offers"]] == ["p1"]
+    assert [channel for channel, _ in published.messages] == ["ws:provider:p1"]
+
+
+async def test_nobody_left_to_offer_is_409_and_nothing_stored(
+    client: httpx.AsyncClient, db: Database, db_url: str
+) -> None:
+    async with db.transaction() as s:
+        await make_work_session(s, seeker_id="s9", provider_id="p1", state="waiting")
+    for provider in ("p2", "p3"):
+        await client.put(
+            f"/internal/v1/users/{provider}/availability",
+            json={"provider_active": False},
+            headers=bearer(db_url),
+        )
+    body = {**GOOD_BODY, "provider_ids": ["p1", "p2", "p3"]}
+
+    response = await client.post(URL, json=body, headers=bearer(db_url))
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "no_provider_available"
+    async with db.transaction() as s:
+        assert (await s.execute(select(WorkOrder.seeker_id))).scalars().all() == ["s9"]
+        assert (await s.execute(select(WorkOffer))).first() is None
+
+
+async def test_a_seeker_with_a_live_session_is_409_seeker_busy(
+    client: httpx.AsyncClient, db: Database, db_url: str
+) -> None:
+    async with db.transaction() as s:
+        await make_work_session(s, seeker_id="s1", provider_id="p9", state="active")
+
+    response = await client.post(URL, json=GOOD_BODY, headers=bearer(db_url))
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "seeker_busy"
+    async with db.transaction() as s:
+        assert (await s.execute(select(WorkOffer))).first() is None
+
+
 async def test_details_of_exactly_the_limit_are_accepted(
     client: httpx.AsyncClient, db_url: str
 ) -> None:
@@ -236,6 +303,9 @@ async def test_the_api_is_in_the_openapi_document(client: httpx.AsyncClient) -> 
     document = (await client.get("/openapi.json")).json()
     post = document["paths"][URL]["post"]
     get = document["paths"][URL + "/{work_id}"]["get"]
-    assert {"201", "401", "403", "422"} <= set(post["responses"])
+    assert {"201", "401", "403", "409", "422"} <= set(post["responses"])
+    created = post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][created.rsplit("/", 1)[-1]]
+    assert {"offered_to", "skipped"} <= set(schema["required"])
     assert {"200", "401", "403", "404", "422"} <= set(get["responses"])
     assert post["security"] == [{"bearer": []}]

@@ -13,7 +13,9 @@ and every frame it fans out have arrived, it checks:
 - statuses only move forward (messages, sessions, orders);
 - the availability flags agree with the sessions (PROTOCOL 4-5: an accept switches the
   provider's active flag and the seeker's searching flag off, a cancel both back on, a
-  completion only the provider's);
+  completion only the provider's), and an order is offered only to providers neither busy
+  nor switched off, its 201 saying whom it skipped and why; a busy seeker or nobody left
+  is a 409 (PROTOCOL 4, *1.1*);
 - per socket and session, the ``seq`` stream. The service implements the v1.0 delivery
   rule, under which a recipient does not get the ``message_status`` events of messages it
   received, so a socket may legitimately skip those seqs. What is checked: a socket never
@@ -692,16 +694,60 @@ class ServiceModel(RuleBasedStateMachine):
         if sum(o.status == "pending" for o in self.orders.values()) < 3:
             self.run(self._offer(seeker, providers, worker))
 
+    def _skip_reason(self, provider: User) -> str | None:
+        """PROTOCOL 4 (*1.1*): why an order would not be offered to ``provider``; a flag
+        never set counts as active, and a live session is named before the flag it
+        switched off."""
+        if self.live_session_of(provider) is not None:
+            return "busy"
+        if self.provider_active[provider.id] is False:
+            return "inactive"
+        return None
+
     async def _offer(self, seeker: User, providers: list[User], worker: int) -> None:
         body = {"seeker_id": seeker.id, "provider_ids": [p.id for p in providers], "details": {}}
         response = await self.internal(worker, "POST", "/internal/v1/work-orders", body)
+        reasons = {p.id: self._skip_reason(p) for p in providers}
+        offered = [p for p in providers if reasons[p.id] is None]
+        if self.live_session_of(seeker) is not None:
+            assert response.status_code == 409, response.text
+            assert response.json()["code"] == "seeker_busy"
+            STATS["orders refused"] += 1
+            return
+        if not offered:
+            assert response.status_code == 409, response.text
+            assert response.json()["code"] == "no_provider_available"
+            STATS["orders refused"] += 1
+            return
         assert response.status_code == 201, response.text
-        work_id = response.json()["work_id"]
-        assert response.json()["status"] == "pending"
-        self.orders[work_id] = Order(work_id, seeker, {p.id: "offered" for p in providers})
-        for provider in providers:
+        created = response.json()
+        work_id = created["work_id"]
+        assert created["status"] == "pending"
+        assert created["offered_to"] == [p.id for p in offered]
+        assert created["skipped"] == [
+            {"provider_id": p.id, "reason": reasons[p.id]}
+            for p in providers
+            if reasons[p.id] is not None
+        ]
+        self.orders[work_id] = Order(work_id, seeker, {p.id: "offered" for p in offered})
+        for provider in offered:
             self.expect_other(provider, "work_request", work_id)
         STATS["orders"] += 1
+
+    @rule(data=st.data(), active=st.booleans(), worker=st.integers(0, 1))
+    def availability(self, data: st.DataObject, active: bool, worker: int) -> None:
+        """Another service switches a free provider's active status (one in a live session
+        is left alone: the session owns that flag until it ends)."""
+        provider = self.pick(data, [p for p in self.providers if self.live_session_of(p) is None])
+        if provider is not None:
+            self.run(self._set_active(provider, active, worker))
+
+    async def _set_active(self, provider: User, active: bool, worker: int) -> None:
+        path = f"/internal/v1/users/{provider.id}/availability"
+        response = await self.internal(worker, "PUT", path, {"provider_active": active})
+        assert response.status_code == 200, response.text
+        assert response.json()["provider_active"] is active
+        self.provider_active[provider.id] = active
 
     # --- rules: sockets ----------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from tests.factories import make_work_order, make_work_session
 from tests.pipeline_run import Recorder, as_dict, pipeline_for, policy
 from worksession.availability.lookup import get_availability
 from worksession.errors import (
+    NoProviderAvailable,
     ProviderBusy,
     SeekerBusy,
     ValidationFailed,
@@ -31,13 +32,14 @@ from worksession.kit.db import Database
 from worksession.models import SessionEvent, WorkOffer, WorkOrder, WorkSession
 from worksession.ops import metrics
 from worksession.orders import lookup
-from worksession.orders.schemas import WorkOrderView
+from worksession.orders.schemas import WorkOrderCreated, WorkOrderView
 from worksession.pipeline.commands import (
     AcceptWork,
     Command,
     CreateWorkOrder,
     DeclineWork,
     ExpireOffers,
+    SetAvailability,
 )
 from worksession.pipeline.decision import ANSWERED_BY_EVENT, AnswerFrame
 from worksession.pipeline.runner import Outcome, Pipeline
@@ -180,6 +182,85 @@ async def test_create_stores_the_order_and_sends_one_work_request_per_provider(
         ("ws:provider:p1", {"frame": frame}),
         ("ws:provider:p2", {"frame": frame}),
     ]
+
+
+async def stored_orders(db: Database) -> list[int]:
+    async with db.transaction() as s:
+        return list((await s.execute(select(WorkOrder.id))).scalars())
+
+
+async def test_create_skips_busy_and_inactive_providers_and_says_so(db: Database) -> None:
+    async with db.transaction() as s:
+        await make_work_session(s, seeker_id="s9", provider_id="p-busy", state="active")
+    await submit(db, SetAvailability("p-off", provider_active=False))
+    await submit(db, SetAvailability("p-on", provider_active=True))
+    command = CreateWorkOrder(
+        seeker_id="s1", provider_ids=("p-busy", "p-off", "p-on", "p-never-set"), details={}
+    )
+
+    outcome, published = await submit(db, command)
+
+    created = outcome.result(WorkOrderCreated)
+    assert created.offered_to == ["p-on", "p-never-set"]
+    assert [(s.provider_id, s.reason) for s in created.skipped] == [
+        ("p-busy", "busy"),
+        ("p-off", "inactive"),
+    ]
+    assert [o.provider_id for o in created.offers] == ["p-on", "p-never-set"]
+    assert await offer_statuses(db, created.work_id) == {
+        "p-on": "offered",
+        "p-never-set": "offered",
+    }
+    assert [channel for channel, _ in published] == ["ws:provider:p-on", "ws:provider:p-never-set"]
+
+
+async def test_a_provider_switched_back_on_is_offered_again(db: Database) -> None:
+    await submit(db, SetAvailability("p1", provider_active=False))
+    with pytest.raises(NoProviderAvailable):
+        await create_order(db, provider_ids=["p1"])
+    await submit(db, SetAvailability("p1", provider_active=True))
+    view = await create_order(db, provider_ids=["p1"])
+    assert await offer_statuses(db, view.work_id) == {"p1": "offered"}
+
+
+async def test_nobody_left_to_offer_is_no_provider_available_and_nothing_stored(
+    db: Database,
+) -> None:
+    async with db.transaction() as s:
+        await make_work_session(s, seeker_id="s9", provider_id="p1", state="waiting")
+    await submit(db, SetAvailability("p2", provider_active=False))
+    broker = Recorder()
+    pipeline = pipeline_for(db, broker, now=None, rules=RULES)
+    command = CreateWorkOrder(seeker_id="s1", provider_ids=("p1", "p2"), details={})
+    try:
+        with pytest.raises(NoProviderAvailable):
+            await pipeline.submit(command)
+    finally:
+        await pipeline.store.dispose()
+    assert broker.take() == []
+    assert len(await stored_orders(db)) == 1  # the live session's own order
+    async with db.transaction() as s:
+        assert (await s.execute(select(WorkOffer))).first() is None
+
+
+async def test_a_seeker_with_a_live_session_is_seeker_busy_and_nothing_stored(
+    db: Database,
+) -> None:
+    async with db.transaction() as s:
+        await make_work_session(s, seeker_id="s1", provider_id="p9", state="active")
+    before = await stored_orders(db)
+    with pytest.raises(SeekerBusy):
+        await create_order(db, seeker_id="s1", provider_ids=["p1"])
+    assert await stored_orders(db) == before
+    async with db.transaction() as s:
+        assert (await s.execute(select(WorkOffer))).first() is None
+
+
+async def test_an_ended_session_makes_nobody_busy(db: Database) -> None:
+    async with db.transaction() as s:
+        await make_work_session(s, seeker_id="s1", provider_id="p1", state="completed")
+    view = await create_order(db, seeker_id="s1", provider_ids=["p1"])
+    assert await offer_statuses(db, view.work_id) == {"p1": "offered"}
 
 
 async def test_get_work_order_reports_offers_and_session(db: Database) -> None:
@@ -372,9 +453,11 @@ async def test_accept_past_the_deadline_is_unavailable(db: Database) -> None:
 async def test_provider_in_a_live_session_is_busy_and_the_order_stays_pending(
     db: Database,
 ) -> None:
+    # 1.1 skips a busy provider at creation; the session begun after the offer (on another
+    # worker, say) is what the accept must still refuse.
+    view = await create_order(db, seeker_id="s1", provider_ids=["p1", "p2"])
     async with db.transaction() as s:
         await make_work_session(s, seeker_id="s9", provider_id="p1", state="active")
-    view = await create_order(db, seeker_id="s1", provider_ids=["p1", "p2"])
 
     with pytest.raises(ProviderBusy):
         await accept(db, view.work_id, "p1")
@@ -388,9 +471,10 @@ async def test_provider_in_a_live_session_is_busy_and_the_order_stays_pending(
 
 
 async def test_seeker_in_a_live_session_is_busy(db: Database) -> None:
+    # As above: the seeker's session began after the order was created.
+    view = await create_order(db, seeker_id="s1", provider_ids=["p1"])
     async with db.transaction() as s:
         await make_work_session(s, seeker_id="s1", provider_id="p9", state="waiting")
-    view = await create_order(db, seeker_id="s1", provider_ids=["p1"])
 
     with pytest.raises(SeekerBusy):
         await accept(db, view.work_id, "p1")

@@ -28,6 +28,7 @@ from worksession.errors import (
     Forbidden,
     InvalidState,
     MessageNotFound,
+    NoProviderAvailable,
     ProviderBusy,
     RateLimited,
     SeekerBusy,
@@ -41,6 +42,7 @@ from worksession.eventlog.events import LoggedEvent
 from worksession.eventlog.render import render
 from worksession.geo import EARTH_RADIUS_M, Fix
 from worksession.orders.offers import order_view
+from worksession.orders.schemas import WorkOrderCreated
 from worksession.pipeline import commands as c
 from worksession.pipeline.commands import Actor
 from worksession.pipeline.decision import (
@@ -1329,7 +1331,9 @@ def test_create_offers_the_order_to_every_provider() -> None:
     assert notice.recipients == (("provider", P1), ("provider", P2))
     assert isinstance(notice.frame, out.WorkRequest)
     assert (notice.frame.work_id, notice.frame.expires_at) == (42, at(0) + OFFER_TTL)
-    assert decision.reply == Result(order_view(order, offers, None))
+    view = order_view(order, offers, None)
+    created = WorkOrderCreated(**dict(view), offered_to=[P1, P2], skipped=[])
+    assert decision.reply == Result(created)
     assert world.offers_of(42) == offers
 
 
@@ -1338,6 +1342,61 @@ def test_create_refuses_a_seeker_among_the_providers() -> None:
     with pytest.raises(ValidationFailed, match="seeker_id"):
         decide(world, c.CreateWorkOrder(SEEKER, (P1, SEEKER), {}, None, work_id=43), at(0))
     assert world.orders == {}
+
+
+def test_create_skips_busy_and_inactive_providers() -> None:
+    busy = session_row("active", session_id=OTHER_SID, seeker="someone", provider=P1, work_id=1)
+    world = world_of(
+        sessions=[busy],
+        flags={("provider_active", P2): False, ("provider_active", "provider-d"): True},
+    )
+    command = c.CreateWorkOrder(SEEKER, (P1, P2, P3, "provider-d"), {}, None, work_id=44)
+    decision = step(world, command, at(0))
+
+    assert [o.row.provider_id for o in writes_of(decision, PutOffer)] == [P3, "provider-d"]
+    (notice,) = notices(decision)
+    assert notice.recipients == (("provider", P3), ("provider", "provider-d"))
+    assert isinstance(decision.reply, Result)
+    created = decision.reply.value
+    assert isinstance(created, WorkOrderCreated)
+    assert created.offered_to == [P3, "provider-d"]
+    assert [(s.provider_id, s.reason) for s in created.skipped] == [
+        (P1, "busy"),
+        (P2, "inactive"),
+    ]
+    assert [o.provider_id for o in created.offers] == [P3, "provider-d"]
+
+
+def test_a_busy_provider_whose_flag_is_off_is_skipped_as_busy() -> None:
+    busy = session_row("waiting", session_id=OTHER_SID, seeker="someone", provider=P1, work_id=1)
+    world = world_of(sessions=[busy], flags={("provider_active", P1): False})
+    decision = step(world, c.CreateWorkOrder(SEEKER, (P1, P2), {}, None, work_id=45), at(0))
+    assert isinstance(decision.reply, Result)
+    assert isinstance(decision.reply.value, WorkOrderCreated)
+    assert [(s.provider_id, s.reason) for s in decision.reply.value.skipped] == [(P1, "busy")]
+
+
+def test_create_with_nobody_left_is_no_provider_available_and_stores_nothing() -> None:
+    busy = session_row("active", session_id=OTHER_SID, seeker="someone", provider=P1, work_id=1)
+    world = world_of(sessions=[busy], flags={("provider_active", P2): False})
+    refused(
+        world, c.CreateWorkOrder(SEEKER, (P1, P2), {}, None, work_id=46), at(0), NoProviderAvailable
+    )
+    assert 46 not in world.orders
+
+
+def test_create_for_a_seeker_with_a_live_session_is_seeker_busy() -> None:
+    busy = session_row("waiting", session_id=OTHER_SID, seeker=SEEKER, provider="other", work_id=1)
+    world = world_of(sessions=[busy])
+    refused(world, c.CreateWorkOrder(SEEKER, (P1,), {}, None, work_id=47), at(0), SeekerBusy)
+    assert 47 not in world.orders
+
+
+def test_a_provider_busy_from_an_accept_earlier_in_the_batch_is_skipped() -> None:
+    world = world_of(orders=[order_row(1, seeker="s-1")], offers=[offer_row(P1, 1)])
+    step(world, c.AcceptWork(1, P1, session_id=S1), at(1))
+    decision = step(world, c.CreateWorkOrder("s-2", (P1, P2), {}, None, work_id=48), at(2))
+    assert [o.row.provider_id for o in writes_of(decision, PutOffer)] == [P2]
 
 
 # =========================================================================================

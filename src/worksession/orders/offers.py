@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from worksession.errors import (
+    NoProviderAvailable,
     ProviderBusy,
     SeekerBusy,
     ValidationFailed,
@@ -21,7 +22,13 @@ from worksession.errors import (
     WorksessionError,
     WorkUnavailable,
 )
-from worksession.orders.schemas import Location, OfferView, WorkOrderView
+from worksession.orders.schemas import (
+    Location,
+    OfferView,
+    SkippedProvider,
+    WorkOrderCreated,
+    WorkOrderView,
+)
 from worksession.pipeline.commands import AcceptWork, CreateWorkOrder, DeclineWork, ExpireOffers
 from worksession.pipeline.decision import (
     ANSWERED_BY_EVENT,
@@ -54,14 +61,33 @@ OFFERED = OfferStatus.OFFERED.value
 
 
 def decide_create(world: World, command: CreateWorkOrder, now: datetime) -> Decision:
-    """A pending order with one open offer per provider, each of whom gets a
-    ``work_request``; the answer is the order as the internal API shows it.
+    """A pending order with one open offer per available provider, each of whom gets a
+    ``work_request``; the answer is the order as the internal API shows it, with whom it
+    was offered to and whom it skipped (PROTOCOL 4, *1.1*).
 
-    A seeker among the providers is refused (a 422, PROTOCOL 4): accepting would make a
-    session with one participant, which the database refuses too, as a last resort."""
+    A seeker among the providers is refused (a 422): accepting would make a session with
+    one participant, which the database refuses too, as a last resort. A seeker with a live
+    session is ``seeker_busy``: no accept could succeed. A provider in a live session is
+    skipped as ``busy``, one whose active status is off as ``inactive`` (busy first: an
+    accept switches the flag off, and the session is the reason the caller can act on);
+    a provider whose flag was never set counts as active. Nobody left is
+    ``no_provider_available``. Each refusal stores nothing."""
     if command.seeker_id in command.provider_ids:
         message = "seeker_id must not be among provider_ids"
         raise ValidationFailed(message, details=[{"loc": ["body", "provider_ids"], "msg": message}])
+    if world.live_session_of("seeker", command.seeker_id) is not None:
+        raise SeekerBusy()
+    offered_to: list[str] = []
+    skipped: list[SkippedProvider] = []
+    for provider_id in command.provider_ids:
+        if world.live_session_of("provider", provider_id) is not None:
+            skipped.append(SkippedProvider(provider_id=provider_id, reason="busy"))
+        elif world.flag("provider_active", provider_id) is False:
+            skipped.append(SkippedProvider(provider_id=provider_id, reason="inactive"))
+        else:
+            offered_to.append(provider_id)
+    if not offered_to:
+        raise NoProviderAvailable()
     lat, lng = command.seeker_location or (None, None)
     order = OrderRow(
         id=command.work_id,
@@ -82,13 +108,14 @@ def decide_create(world: World, command: CreateWorkOrder, now: datetime) -> Deci
             created_at=now,
             updated_at=now,
         )
-        for provider_id in command.provider_ids
+        for provider_id in offered_to
     ]
     request = out.WorkRequest.of(pending_work(order))
+    view = order_view(order, offers, None)
     return Decision(
-        out=(Notice(tuple(("provider", p) for p in command.provider_ids), request),),
+        out=(Notice(tuple(("provider", p) for p in offered_to), request),),
         writes=(PutOrder(order, new=True), *(PutOffer(offer, new=True) for offer in offers)),
-        reply=Result(order_view(order, offers, None)),
+        reply=Result(WorkOrderCreated(**dict(view), offered_to=offered_to, skipped=skipped)),
     )
 
 

@@ -7,7 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, status
 
 from worksession.orders import lookup
-from worksession.orders.schemas import MAX_WORK_ID, WorkOrderCreate, WorkOrderView
+from worksession.orders.schemas import (
+    MAX_WORK_ID,
+    WorkOrderCreate,
+    WorkOrderCreated,
+    WorkOrderView,
+)
 from worksession.pipeline.commands import CreateWorkOrder
 from worksession.rest_auth import AUTH_RESPONSES, BODY_RESPONSES, ErrorDetail, ServiceCaller
 from worksession.state import AppState, get_state
@@ -22,13 +27,22 @@ State = Annotated[AppState, Depends(get_state)]
 @router.post(
     "/work-orders",
     status_code=status.HTTP_201_CREATED,
-    response_model=WorkOrderView,
+    response_model=WorkOrderCreated,
     summary="Create a work order and offer it to providers",
-    responses=BODY_RESPONSES,
+    description="Offered only to the providers whose active status is not off (never set "
+    "counts as on) and who have no live session; `offered_to` and `skipped` say who got it.",
+    responses={
+        **BODY_RESPONSES,
+        status.HTTP_409_CONFLICT: {
+            "model": ErrorDetail,
+            "description": "Nothing stored: `seeker_busy` (the seeker has a live session) or "
+            "`no_provider_available` (every provider is busy or inactive)",
+        },
+    },
 )
 async def create_work_order(
     body: WorkOrderCreate, _caller: ServiceCaller, state: State
-) -> WorkOrderView:
+) -> WorkOrderCreated:
     location = body.seeker_location
     command = CreateWorkOrder(
         seeker_id=body.seeker_id,
@@ -37,7 +51,7 @@ async def create_work_order(
         seeker_location=None if location is None else (location.lat, location.lng),
     )
     outcome = await state.pipeline.submit(command)
-    return outcome.result(WorkOrderView)
+    return outcome.result(WorkOrderCreated)
 
 
 @router.get(

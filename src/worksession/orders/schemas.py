@@ -7,7 +7,7 @@ OpenAPI document is generated from exactly what the code accepts and answers.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
@@ -104,3 +104,20 @@ class WorkOrderView(BaseModel):
     expires_at: UtcTimestamp = Field(description="When the offers lapse if nobody accepts.")
     offers: list[OfferView]
     session_id: uuid.UUID | None = Field(description="The session created by the accept.")
+
+
+class SkippedProvider(BaseModel):
+    provider_id: str
+    reason: Literal["inactive", "busy"] = Field(
+        description="busy: in a live session; inactive: their active status is off."
+    )
+
+
+class WorkOrderCreated(WorkOrderView):
+    """The answer to a creation: the order, and to whom it went (PROTOCOL 4)."""
+
+    offered_to: list[str] = Field(description="The providers offered the order, as listed.")
+    skipped: list[SkippedProvider] = Field(
+        description="The providers it was not offered to, and why; nothing about them is "
+        "stored, so the order read back does not list them."
+    )

@@ -42,8 +42,12 @@ def needs_of(commands: Sequence[c.Command]) -> Needs:
     needs = Needs()
     for command in commands:
         match command:
-            case c.CreateWorkOrder():
+            case c.CreateWorkOrder(seeker_id=seeker_id, provider_ids=provider_ids):
                 needs.new_work_ids += 1
+                # Offers skip busy and inactive providers, and a busy seeker gets none.
+                needs.live_users.add(("seeker", seeker_id))
+                needs.live_users.update(("provider", p) for p in provider_ids)
+                needs.flags_of.update(provider_ids)
             case c.AcceptWork(work_id=work_id, provider_id=provider_id) if _possible(work_id):
                 needs.orders.add(work_id)
                 needs.live_users.add(("provider", provider_id))
