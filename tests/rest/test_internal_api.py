@@ -269,6 +269,143 @@ async def test_bad_lookup_parameters_are_422(
     assert [e["loc"] for e in response.json()["detail"]] == [["query", field]]
 
 
+# --- GET /internal/v1/sessions/{id}/messages (moderation, 1.1) ----------------------
+
+
+def moderation_url(session_id: uuid.UUID | str) -> str:
+    return f"{SESSIONS}/{session_id}/messages"
+
+
+async def test_moderation_reads_any_sessions_chat_with_sender_type_only(
+    client: httpx.AsyncClient, db: Database, db_url: str
+) -> None:
+    session = await _session(db, seeker_id="s-mod", provider_id="p-mod", state="cancelled")
+    t0 = utcnow() - timedelta(minutes=5)
+    async with db.transaction() as s:
+        first = await make_chat_message(s, session=session, created_at=t0, text="hi there")
+        second = await make_chat_message(
+            s,
+            session=session,
+            created_at=t0 + timedelta(seconds=3),
+            sender_type="provider",
+            text="abuse?",
+            status="delivered",
+            delivered_at=t0 + timedelta(seconds=4),
+        )
+
+    response = await client.get(moderation_url(session.session_id), headers=service_auth(db_url))
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "messages": [
+            {
+                "message_id": str(second.message_id),
+                "sender_type": "provider",
+                "message": "abuse?",
+                "status": "delivered",
+                "created_at": isoformat_z(t0 + timedelta(seconds=3)),
+                "delivered_at": isoformat_z(t0 + timedelta(seconds=4)),
+                "read_at": None,
+            },
+            {
+                "message_id": str(first.message_id),
+                "sender_type": "seeker",
+                "message": "hi there",
+                "status": "sent",
+                "created_at": isoformat_z(t0),
+                "delivered_at": None,
+                "read_at": None,
+            },
+        ],
+        "next_cursor": None,
+    }
+    assert "s-mod" not in response.text
+    assert "p-mod" not in response.text
+
+
+async def test_moderation_pages_exactly_like_the_participant_history(
+    client: httpx.AsyncClient, db: Database, db_url: str
+) -> None:
+    session = await _session(db, seeker_id="s-pages", provider_id="p-pages", state="active")
+    base = utcnow() - timedelta(minutes=1)
+    tie = base + timedelta(seconds=1)
+    times = [base + timedelta(seconds=2), tie, tie, tie, base + timedelta(seconds=3), tie, tie]
+    async with db.transaction() as s:
+        for i, t in enumerate(times):
+            await make_chat_message(s, session=session, created_at=t, text=f"m{i}")
+
+    async def pages(url: str, headers: dict[str, str]) -> list[list[str]]:
+        found: list[list[str]] = []
+        cursor: str | None = None
+        for _ in range(5):
+            params: dict[str, Any] = {"limit": 3}
+            if cursor is not None:
+                params["before"] = cursor
+            response = await client.get(url, params=params, headers=headers)
+            assert response.status_code == 200, response.text
+            found.append([m["message_id"] for m in response.json()["messages"]])
+            cursor = response.json()["next_cursor"]
+            if cursor is None:
+                return found
+        raise AssertionError("more pages than messages")
+
+    moderated = await pages(moderation_url(session.session_id), service_auth(db_url))
+    participant = await pages(
+        f"/v1/sessions/{session.session_id}/messages", bearer(db_url, "seeker", "s-pages")
+    )
+    assert [len(page) for page in moderated] == [3, 3, 1]
+    assert moderated == participant
+
+
+async def test_moderation_never_shows_expired_messages(
+    client: httpx.AsyncClient, db: Database, db_url: str
+) -> None:
+    session = await _session(db, state="completed")
+    now = utcnow()
+    async with db.transaction() as s:
+        await make_chat_message(
+            s, session=session, created_at=now - timedelta(hours=2), expires_at=now
+        )
+        kept = await make_chat_message(
+            s,
+            session=session,
+            created_at=now - timedelta(hours=1),
+            expires_at=now + timedelta(hours=1),
+        )
+
+    response = await client.get(moderation_url(session.session_id), headers=service_auth(db_url))
+
+    assert [m["message_id"] for m in response.json()["messages"]] == [str(kept.message_id)]
+
+
+async def test_moderation_of_an_unknown_session_is_404(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    response = await client.get(moderation_url(uuid.uuid4()), headers=service_auth(db_url))
+    assert response.status_code == 404
+    assert response.json()["code"] == "session_not_found"
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        pytest.param("not-a-cursor", id="text"),
+        pytest.param(_b64(json.dumps(["s1", 7]).encode()), id="lookup-cursor"),
+        pytest.param(_b64(json.dumps(["m1", 1, 2**31]).encode()), id="row-id-out-of-range"),
+        pytest.param(_b64(json.dumps(["m1", 2**63, 1]).encode()), id="time-out-of-range"),
+    ],
+)
+async def test_a_forged_moderation_cursor_is_422(
+    client: httpx.AsyncClient, db: Database, db_url: str, before: str
+) -> None:
+    session = await _session(db)
+    response = await client.get(
+        moderation_url(session.session_id), params={"before": before}, headers=service_auth(db_url)
+    )
+    assert response.status_code == 422, response.text
+    assert [e["loc"] for e in response.json()["detail"]] == [["query", "before"]]
+
+
 # --- POST cancel / complete ----------------------------------------------------------
 
 
@@ -473,6 +610,7 @@ async def test_a_user_id_over_64_chars_is_422(
 INTERNAL_CALLS = [
     ("GET", f"{SESSIONS}/{SOME_UUID}"),
     ("GET", SESSIONS),
+    ("GET", f"{SESSIONS}/{SOME_UUID}/messages"),
     ("POST", f"{SESSIONS}/{SOME_UUID}/cancel"),
     ("POST", f"{SESSIONS}/{SOME_UUID}/complete"),
     ("GET", availability_url("u-1")),
@@ -518,6 +656,7 @@ async def test_the_internal_api_is_documented(client: httpx.AsyncClient) -> None
     expected = {
         (SESSIONS + "/{session_id}", "get"): {"200", "401", "403", "404", "422"},
         (SESSIONS, "get"): {"200", "401", "403", "422"},
+        (SESSIONS + "/{session_id}/messages", "get"): {"200", "401", "403", "404", "422"},
         (SESSIONS + "/{session_id}/cancel", "post"): {"200", "401", "403", "404", "409", "422"},
         (SESSIONS + "/{session_id}/complete", "post"): {"200", "401", "403", "404", "409", "422"},
         ("/internal/v1/users/{user_id}/availability", "get"): {"200", "401", "403", "422"},

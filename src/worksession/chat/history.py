@@ -29,7 +29,7 @@ from worksession.chat import repository
 from worksession.errors import SessionNotFound
 from worksession.kit import cursor
 from worksession.kit.clock import UtcTimestamp, utcnow
-from worksession.models import ChatMessage
+from worksession.models import ChatMessage, WorkSession
 from worksession.sessions import repository as session_repository
 
 DEFAULT_LIMIT: Final = 50
@@ -101,19 +101,44 @@ async def history_page(
     ``SessionNotFound`` when the session does not exist or ``user_id`` is not its ``role``.
     Ended sessions stay readable until their messages expire.
     """
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be within 1..{MAX_LIMIT}")
-    now = now or utcnow()
     session = await session_repository.session_for(
         db, session_id=session_id, user_id=user_id, role=role
     )
+    return await _page(db, session, before, limit, now)
+
+
+async def moderation_page(
+    db: AsyncSession,
+    *,
+    session_id: uuid.UUID,
+    before: HistoryCursor | None = None,
+    limit: int = DEFAULT_LIMIT,
+    now: datetime | None = None,
+) -> HistoryPage:
+    """The same page as :func:`history_page`, of any session, for the internal API
+    (moderation and abuse reports, PROTOCOL 7 *1.1*): the same expiry, order and cursor,
+    and still only ``sender_type``, since a moderator judges what was said and the
+    participants' ids are a separate lookup. ``SessionNotFound`` for no such session."""
+    session = await session_repository.session_by_id(db, session_id=session_id)
+    return await _page(db, session, before, limit, now)
+
+
+async def _page(
+    db: AsyncSession,
+    session: WorkSession | None,
+    before: HistoryCursor | None,
+    limit: int,
+    now: datetime | None,
+) -> HistoryPage:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be within 1..{MAX_LIMIT}")
     if session is None:
         raise SessionNotFound()
     rows = await repository.history_page(
         db,
         session_pk=session.id,
         before=None if before is None else (before.created_at, before.message_pk),
-        now=now,
+        now=now or utcnow(),
         limit=limit + 1,
     )
     page, more = rows[:limit], len(rows) > limit

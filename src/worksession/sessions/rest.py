@@ -2,7 +2,7 @@
 
 ``participant_router`` (seeker and provider tokens): the caller's live session and the chat
 history of a session they took part in. ``internal_router`` (service tokens): the whole
-session, a lookup by participant and state, and the two endings.
+session, its chat (for moderation), a lookup by participant and state, and the two endings.
 
 Both listings page with opaque cursors (the format is in ``kit/cursor.py``, the history's
 keyset in ``chat/history.py``). A cursor that does not decode is a 422 in FastAPI's own
@@ -103,6 +103,16 @@ async def my_session(caller: ParticipantCaller, state: State) -> SessionSnapshot
     return snapshot
 
 
+BeforeQuery = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_CURSOR_CHARS,
+        description="The `next_cursor` of the previous page; absent for the newest page.",
+    ),
+]
+LimitQuery = Annotated[int, Query(ge=1, le=history.MAX_LIMIT, description="Messages per page.")]
+
+
 @participant_router.get(
     "/sessions/{session_id}/messages",
     response_model=history.HistoryPage,
@@ -115,16 +125,8 @@ async def session_messages(
     session_id: SessionIdPath,
     caller: ParticipantCaller,
     state: State,
-    before: Annotated[
-        str | None,
-        Query(
-            max_length=MAX_CURSOR_CHARS,
-            description="The `next_cursor` of the previous page; absent for the newest page.",
-        ),
-    ] = None,
-    limit: Annotated[
-        int, Query(ge=1, le=history.MAX_LIMIT, description="Messages per page.")
-    ] = history.DEFAULT_LIMIT,
+    before: BeforeQuery = None,
+    limit: LimitQuery = history.DEFAULT_LIMIT,
 ) -> history.HistoryPage:
     cursor = _decoded(history.HistoryCursor.decode, before, "before")
     async with state.db.transaction() as db:
@@ -152,6 +154,26 @@ async def get_session(
 ) -> SessionDetail:
     async with state.db.transaction() as db:
         return await service.get_session_detail(db, session_id)
+
+
+@internal_router.get(
+    "/sessions/{session_id}/messages",
+    response_model=history.HistoryPage,
+    summary="The chat of any session, newest first (moderation, abuse reports)",
+    description="The same pages and cursors as the participant history, for any session, "
+    "live or ended, until its messages expire. Senders are named by `sender_type` only.",
+    responses=SESSION_NOT_FOUND,
+)
+async def moderation_messages(
+    session_id: SessionIdPath,
+    _caller: ServiceCaller,
+    state: State,
+    before: BeforeQuery = None,
+    limit: LimitQuery = history.DEFAULT_LIMIT,
+) -> history.HistoryPage:
+    cursor = _decoded(history.HistoryCursor.decode, before, "before")
+    async with state.db.transaction() as db:
+        return await history.moderation_page(db, session_id=session_id, before=cursor, limit=limit)
 
 
 @internal_router.get(
