@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     offer_ttl_s: float = Field(default=120.0, gt=0)
     message_retention_hours: float = Field(default=24.0, gt=0)
     sweep_interval_s: float = Field(default=3600.0, gt=0)
+    # A live session neither participant has sent a frame for this long is cancelled by
+    # the system (PROTOCOL 5, *1.1*).
+    abandon_after_s: float = Field(default=43200.0, gt=0)
     max_frame_bytes: int = Field(default=16384, ge=256)
     rate_limit_per_s: float = Field(default=20.0, gt=0)
     rate_limit_burst: int = Field(default=40, ge=1)

@@ -94,6 +94,15 @@ class CancelSession:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelAbandoned:
+    """Cancel, as the system, those of these live sessions that nobody has touched for the
+    policy's ``abandon_after`` (the leader's job). The ids are candidates read before the
+    batch; each is judged again on its locked row, so a frame that just arrived wins."""
+
+    session_ids: tuple[uuid.UUID, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CompleteSession:
     session_id: uuid.UUID
     provider_id: str | None
@@ -155,6 +164,7 @@ Command = (
     | ShareMediums
     | ReportLocation
     | CancelSession
+    | CancelAbandoned
     | CompleteSession
     | StartChat
     | SendMessage

@@ -11,13 +11,15 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from worksession.errors import InvalidState
-from worksession.eventlog.events import NewEvent
-from worksession.pipeline.commands import Actor, CancelSession, CompleteSession
+from worksession.eventlog.events import LoggedEvent, NewEvent
+from worksession.pipeline.commands import Actor, CancelAbandoned, CancelSession, CompleteSession
 from worksession.pipeline.decision import (
     ANSWERED_BY_EVENT,
     Decision,
     ExpireChat,
     FinishOrder,
+    Notice,
+    Observation,
     PutSession,
     SessionEnded,
     SetFlag,
@@ -53,6 +55,33 @@ def decide_cancel(world: World, command: CancelSession, now: datetime) -> Decisi
         # The seeker searches again; after a completion they got what they searched for.
         SetFlag("seeker_searching", session.seeker_id, True),
     )
+
+
+def decide_abandoned(world: World, command: CancelAbandoned, now: datetime) -> Decision:
+    """Cancel, as the system, every one of these sessions still live and untouched for
+    ``abandon_after``: exactly what the internal API's cancel does to it.
+
+    "Touched" is the session row's ``updated_at``, which every frame a participant sends
+    for the session and the pipeline keeps moves (mediums, kept location fixes, chat,
+    receipts) and nothing else does: the distance ticker only reads. Typing indicators,
+    ``resume`` and dropped fixes write nothing, so they do not keep a session alive; the
+    twelve hours make that moot for a session anyone is really using.
+    """
+    idle_since = now - world.policy.abandon_after
+    out: list[LoggedEvent | Notice] = []
+    writes: list[Write] = []
+    observations: list[Observation] = []
+    for session_id in command.session_ids:
+        session = world.session(session_id)
+        if session is None or not session.is_live or session.updated_at > idle_since:
+            continue
+        cancel = decide_cancel(world, CancelSession(session_id, by=None), now)
+        out.extend(cancel.out)
+        writes.extend(cancel.writes)
+        observations.extend(cancel.observations)
+    # Nobody asked: no reply. The sessions are distinct and so are their users (one live
+    # session each), so the cancels touch disjoint rows and can be decided on one world.
+    return Decision(out=tuple(out), writes=tuple(writes), observations=tuple(observations))
 
 
 def decide_complete(world: World, command: CompleteSession, now: datetime) -> Decision:
