@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.realtime.conftest import Server, dedicated_server, live_session, open_client
+from tests.realtime.conftest import Client, Server, dedicated_server, live_session, open_client
 from worksession.availability.lookup import get_availability
 from worksession.kit.db import Database
 from worksession.models import WorkOrder
@@ -122,20 +122,25 @@ async def test_an_untouched_session_is_cancelled_by_the_system(abandoning_server
     server = abandoning_server
     async with live_session(server) as pair:
         started = time.monotonic()
-        # Frames for the session keep it alive past the limit...
-        for i in range(3):
+        # Frames for the session keep it alive past the limit, also those that store
+        # nothing of their own: without typing and resume counting, the last fix would be
+        # more than the limit before the end of this loop...
+        sid = pair.session_id
+        frames: list[tuple[Client, dict[str, Any]]] = [
+            (
+                pair.provider,
+                {"type": "location_update", "session_id": sid, "lat": 12.97, "lng": 77.59},
+            ),
+            (pair.seeker, {"type": "typing_indicator", "session_id": sid, "is_typing": True}),
+            (pair.provider, {"type": "resume", "session_id": sid, "last_seq": 1}),
+            (pair.seeker, {"type": "resume", "session_id": sid, "last_seq": 1}),
+            (pair.provider, {"type": "typing_indicator", "session_id": sid, "is_typing": True}),
+        ]
+        for client, frame in frames:
             await asyncio.sleep(ABANDON_AFTER_S * 0.6)
-            sender = pair.seeker if i % 2 else pair.provider
-            await sender.send(
-                {
-                    "type": "location_update",
-                    "session_id": pair.session_id,
-                    "lat": 12.9716 + i * 0.001,
-                    "lng": 77.5946,
-                }
-            )
+            await client.send(frame)
         last_frame = time.monotonic()
-        assert last_frame - started > ABANDON_AFTER_S * 1.5
+        assert last_frame - started > ABANDON_AFTER_S * 2.5
         # ...and with none for the limit it ends: the job runs every second. A cancel that
         # came early would be waiting in the socket already and show up at once.
         expected: dict[str, Any] = {

@@ -41,6 +41,7 @@ from worksession.pipeline.commands import (
     Role,
     SelectMediums,
     ShareMediums,
+    TouchSession,
 )
 from worksession.pipeline.decision import ANSWERED_BY_EVENT
 from worksession.pipeline.runner import Outcome
@@ -614,20 +615,21 @@ async def test_a_session_touched_within_the_limit_is_left_alone(db: Database) ->
     assert (await reload(db, session)).connection_state == "active"
 
 
-@pytest.mark.parametrize("frame", ["location", "mediums"])
+@pytest.mark.parametrize("frame", ["location", "mediums", "typing or resume"])
 async def test_a_frame_for_the_session_resets_the_clock(db: Database, frame: str) -> None:
     session = await new_session(db, state="active")
     async with db.transaction() as s:
         stored = await s.get(WorkSession, session.id)
         assert stored is not None
         stored.updated_at = utcnow() - ABANDON_AFTER - timedelta(minutes=1)
-    command: Command = (
-        ReportLocation(
+    commands: dict[str, Command] = {
+        "location": ReportLocation(
             session.session_id, Actor(PROVIDER, "provider"), Fix(BASE_LAT, BASE_LNG, 5.0, None)
-        )
-        if frame == "location"
-        else SelectMediums(session.session_id, SEEKER, {"call": PHONE})
-    )
+        ),
+        "mediums": SelectMediums(session.session_id, SEEKER, {"call": PHONE}),
+        "typing or resume": TouchSession(session.session_id, Actor(SEEKER, "seeker")),
+    }
+    command = commands[frame]
 
     async with abandonment_jobs(db) as (jobs, broker):
         await jobs.pipeline.submit(command, origin=ORIGIN)

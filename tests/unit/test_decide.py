@@ -1015,6 +1015,33 @@ def test_abandonment_cancels_each_idle_candidate_and_skips_the_rest() -> None:
     assert world.live_session_of("seeker", "seeker-2") == OTHER_SID
 
 
+@pytest.mark.parametrize("actor", [AS_SEEKER, AS_PROVIDER])
+def test_a_touch_moves_only_updated_at_and_keeps_the_session(actor: Actor) -> None:
+    before = session_row(updated_at=T0)
+    world = world_of(sessions=[before])
+    now = T0 + ABANDON + timedelta(seconds=5)
+    decision = step(world, c.TouchSession(SID, actor), now)
+    assert decision == Decision(writes=(PutSession(dataclasses.replace(before, updated_at=now)),))
+    assert step(world, c.CancelAbandoned((SID,)), now) == Decision()
+
+
+@pytest.mark.parametrize(
+    ("session", "actor"),
+    [
+        (session_row("cancelled"), AS_SEEKER),
+        (session_row(), AS_STRANGER_SEEKER),
+        (session_row(), Actor(SEEKER, "provider")),
+        (None, AS_SEEKER),
+    ],
+    ids=["ended", "stranger", "wrong-role", "unknown"],
+)
+def test_a_touch_outside_ones_live_session_does_nothing(
+    session: SessionRow | None, actor: Actor
+) -> None:
+    world = world_of(sessions=[] if session is None else [session])
+    assert step(world, c.TouchSession(SID, actor), at(9)) == Decision()
+
+
 @pytest.mark.parametrize("provider_id", [PROVIDER, None], ids=["provider", "system"])
 @pytest.mark.parametrize("state", ["waiting", "active"])
 def test_complete(provider_id: str | None, state: str) -> None:
@@ -1483,6 +1510,7 @@ PURITY_CASES: list[tuple[str, c.Command]] = [
     ("fix-dropped", c.ReportLocation(SID, AS_PROVIDER, fix_at(20, accuracy=500.0))),
     ("cancel", c.CancelSession(SID, AS_SEEKER)),
     ("abandoned", c.CancelAbandoned((SID, OTHER_SID))),
+    ("touch", c.TouchSession(SID, AS_SEEKER)),
     ("complete", c.CompleteSession(SID, None)),
     ("start-chat", c.StartChat(SID, AS_SEEKER, chat_room_id=ROOM)),
     ("send", c.SendMessage(SID, AS_PROVIDER, "hi", "m-2", message_id=uid(5), chat_room_id=ROOM)),

@@ -63,6 +63,7 @@ def needs_of(commands: Sequence[c.Command]) -> Needs:
                 | c.CancelSession(session_id=sid)
                 | c.CompleteSession(session_id=sid)
                 | c.StartChat(session_id=sid)
+                | c.TouchSession(session_id=sid)
             ):
                 needs.sessions.add(sid)
             case c.CancelAbandoned(session_ids=session_ids):

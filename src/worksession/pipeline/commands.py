@@ -103,6 +103,16 @@ class CancelAbandoned:
 
 
 @dataclass(frozen=True, slots=True)
+class TouchSession:
+    """A participant's frame for the session that writes nothing of its own (typing,
+    ``resume``): it only moves the session's ``updated_at``, the clock of abandonment. The
+    gateway sends it at most once per ``touch_interval_s`` for each socket and session."""
+
+    session_id: uuid.UUID
+    actor: Actor
+
+
+@dataclass(frozen=True, slots=True)
 class CompleteSession:
     session_id: uuid.UUID
     provider_id: str | None
@@ -165,6 +175,7 @@ Command = (
     | ReportLocation
     | CancelSession
     | CancelAbandoned
+    | TouchSession
     | CompleteSession
     | StartChat
     | SendMessage

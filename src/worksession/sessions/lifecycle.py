@@ -10,9 +10,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Literal
 
-from worksession.errors import InvalidState
+from worksession.errors import InvalidState, SessionNotFound
 from worksession.eventlog.events import LoggedEvent, NewEvent
-from worksession.pipeline.commands import Actor, CancelAbandoned, CancelSession, CompleteSession
+from worksession.pipeline.commands import (
+    Actor,
+    CancelAbandoned,
+    CancelSession,
+    CompleteSession,
+    TouchSession,
+)
 from worksession.pipeline.decision import (
     ANSWERED_BY_EVENT,
     Decision,
@@ -62,10 +68,10 @@ def decide_abandoned(world: World, command: CancelAbandoned, now: datetime) -> D
     ``abandon_after``: exactly what the internal API's cancel does to it.
 
     "Touched" is the session row's ``updated_at``, which every frame a participant sends
-    for the session and the pipeline keeps moves (mediums, kept location fixes, chat,
-    receipts) and nothing else does: the distance ticker only reads. Typing indicators,
-    ``resume`` and dropped fixes write nothing, so they do not keep a session alive; the
-    twelve hours make that moot for a session anyone is really using.
+    for the session moves: those the pipeline keeps (mediums, kept location fixes, chat,
+    receipts) as they are written, typing and ``resume`` through :func:`decide_touch`;
+    nothing else does (the distance ticker only reads). A fix dropped as noise, or a
+    repeated receipt, writes nothing and does not count on its own.
     """
     idle_since = now - world.policy.abandon_after
     out: list[LoggedEvent | Notice] = []
@@ -82,6 +88,16 @@ def decide_abandoned(world: World, command: CancelAbandoned, now: datetime) -> D
     # Nobody asked: no reply. The sessions are distinct and so are their users (one live
     # session each), so the cancels touch disjoint rows and can be decided on one world.
     return Decision(out=tuple(out), writes=tuple(writes), observations=tuple(observations))
+
+
+def decide_touch(world: World, command: TouchSession, now: datetime) -> Decision:
+    """A participant's sign of life in a live session: its ``updated_at`` moves, nothing
+    else. Silent otherwise: the frame that caused it has been answered on its own terms."""
+    try:
+        session = live_session_of(world.session(command.session_id), command.actor)
+    except (SessionNotFound, InvalidState):
+        return Decision()
+    return Decision(writes=(PutSession(changed(session, now)),))
 
 
 def decide_complete(world: World, command: CompleteSession, now: datetime) -> Decision:
