@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     offer_ttl_s: float = Field(default=120.0, gt=0)
     message_retention_hours: float = Field(default=24.0, gt=0)
     sweep_interval_s: float = Field(default=3600.0, gt=0)
+    # A live session neither participant has sent a frame for this long is cancelled by
+    # the system (PROTOCOL 5, *1.1*).
+    abandon_after_s: float = Field(default=43200.0, gt=0)
+
+    @property
+    def touch_interval_s(self) -> float:
+        """How often at most a socket's typing or ``resume`` for a session is written down
+        as a sign of life: a minute, or a quarter of ``abandon_after_s`` if that is less."""
+        return min(60.0, self.abandon_after_s / 4)
+
     max_frame_bytes: int = Field(default=16384, ge=256)
     rate_limit_per_s: float = Field(default=20.0, gt=0)
     rate_limit_burst: int = Field(default=40, ge=1)

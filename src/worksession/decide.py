@@ -25,7 +25,12 @@ from worksession.orders.offers import (
 from worksession.pipeline import commands as c
 from worksession.pipeline.decision import Decision
 from worksession.pipeline.world import World
-from worksession.sessions.lifecycle import decide_cancel, decide_complete
+from worksession.sessions.lifecycle import (
+    decide_abandoned,
+    decide_cancel,
+    decide_complete,
+    decide_touch,
+)
 from worksession.sessions.location import decide_fix
 from worksession.sessions.mediums import decide_select, decide_share
 from worksession.sessions.retention import decide_sweep
@@ -39,7 +44,9 @@ DECIDERS: dict[type[Any], Callable[[World, Any, datetime], Decision]] = {
     c.ShareMediums: decide_share,
     c.ReportLocation: decide_fix,
     c.CancelSession: decide_cancel,
+    c.CancelAbandoned: decide_abandoned,
     c.CompleteSession: decide_complete,
+    c.TouchSession: decide_touch,
     c.StartChat: decide_start_chat,
     c.SendMessage: decide_send,
     c.AcknowledgeMessage: decide_acknowledge,

@@ -1,9 +1,9 @@
-"""Periodic jobs: the distance ticker, offer expiry and the expiry sweep.
+"""Periodic jobs: the distance ticker, offer expiry, abandoned sessions and the expiry sweep.
 
 APScheduler runs them in every worker process, but only the worker holding the leader
 lease (``kit.leader``) does the work, so two workers never both send the 30-second distance
 update; ``max_instances=1`` and ``coalesce`` make sure a slow run is never overlapped by
-the next one. Offer expiry and the sweep are commands of the write pipeline like any
+the next one. Offer expiry, abandonment and the sweep are commands of the write pipeline like any
 frame. The ticker only reads, and publishes.
 
 The tick is spread over its interval: with the default 30 s it runs every second, each
@@ -31,7 +31,7 @@ from worksession.kit.clock import utcnow
 from worksession.kit.db import Database, is_database_unavailable
 from worksession.kit.leader import Leadership
 from worksession.ops import metrics
-from worksession.pipeline.commands import Command, ExpireOffers, SweepExpired
+from worksession.pipeline.commands import CancelAbandoned, Command, ExpireOffers, SweepExpired
 from worksession.pipeline.runner import Outcome, Pipeline
 from worksession.sessions import repository as sessions
 from worksession.sessions.location import tick_outbox
@@ -51,6 +51,15 @@ goes out in four bursts over about 40 ms instead of one (up to 10,000 sessions a
 Bursts of 50 spread it further but cost a fifth more CPU per session (a publication per
 burst)."""
 MAX_TICK_SLICES = 60
+ABANDON_BATCH = 200
+"""Sessions cancelled per batch of the abandonment job; a backlog takes several batches."""
+ABANDON_CHECK_MAX_S = 60.0
+"""The abandonment job runs at least this often (and four times per ``abandon_after_s`` when
+that is shorter), so a session ends within a minute of its twelve idle hours."""
+
+
+def abandon_check_interval_s(abandon_after_s: float) -> float:
+    return max(FAST_JOB_INTERVAL_S, min(ABANDON_CHECK_MAX_S, abandon_after_s / 4))
 
 
 def tick_slices(interval_s: float) -> int:
@@ -162,6 +171,30 @@ class Jobs:
     async def expire_offers(self) -> None:
         await self._command(ExpireOffers())
 
+    async def cancel_abandoned(self) -> int:
+        """Cancel every live session idle past ``abandon_after_s``, a batch at a time."""
+        return await self._leading(self._cancel_abandoned)
+
+    async def _cancel_abandoned(self) -> int:
+        cancelled = 0
+        idle = timedelta(seconds=self.settings.abandon_after_s)
+        while not self._stopping:
+            async with self.db.transaction() as s:
+                ids = await sessions.abandoned_session_ids(
+                    s, idle_since=utcnow() - idle, limit=ABANDON_BATCH
+                )
+            if not ids:
+                break
+            outcome = await self.pipeline.submit(CancelAbandoned(tuple(ids)))
+            ended = sum(1 for event in outcome.events if event.kind == "connection_cancelled")
+            cancelled += ended
+            # Fewer than asked: the rest were touched meanwhile; they are not candidates.
+            if len(ids) < ABANDON_BATCH or not ended:
+                break
+        if cancelled:
+            logger.info("cancelled %d abandoned sessions", cancelled)
+        return cancelled
+
     async def sweep(self) -> int:
         outcome = await self._command(SweepExpired())
         if outcome is None:
@@ -203,6 +236,12 @@ def build_scheduler(jobs: Jobs, settings: Settings) -> AsyncIOScheduler:
     )
     scheduler.add_job(
         jobs.expire_offers, "interval", seconds=FAST_JOB_INTERVAL_S, id="expire_offers"
+    )
+    scheduler.add_job(
+        jobs.cancel_abandoned,
+        "interval",
+        seconds=abandon_check_interval_s(settings.abandon_after_s),
+        id="cancel_abandoned",
     )
     scheduler.add_job(jobs.sweep, "interval", seconds=settings.sweep_interval_s, id="sweep")
     return scheduler

@@ -62,8 +62,9 @@ async def test_every_job_skips_its_run_with_one_warning(
         assert await unreachable.distance_tick() == 0
         assert await unreachable.expire_offers() is None
         assert await unreachable.sweep() == 0
+        assert await unreachable.cancel_abandoned() == 0
     skipped = [r for r in caplog.records if r.name == "worksession.scheduler"]
-    assert [r.getMessage().split(":")[0] for r in skipped] == [SKIPPED] * 3
+    assert [r.getMessage().split(":")[0] for r in skipped] == [SKIPPED] * 4
     assert all(r.exc_info is None for r in skipped)  # a line, not a traceback
 
 

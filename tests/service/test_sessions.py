@@ -13,13 +13,17 @@ from typing import Any, cast
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tests.factories import make_chat_message, make_work_session
 from tests.pipeline_run import ORIGIN, Recorder, decoded, pipeline_for, policy, run
+from worksession.config import Settings
 from worksession.errors import InvalidState, SessionNotFound, ValidationFailed
 from worksession.geo import EARTH_RADIUS_M, Fix, FixVerdict
+from worksession.kit.clock import utcnow
 from worksession.kit.db import Database
+from worksession.kit.leader import SoleLeader
+from worksession.lifespan import build_pipeline
 from worksession.models import (
     ChatMessage,
     ProviderActiveStatus,
@@ -37,10 +41,12 @@ from worksession.pipeline.commands import (
     Role,
     SelectMediums,
     ShareMediums,
+    TouchSession,
 )
 from worksession.pipeline.decision import ANSWERED_BY_EVENT
 from worksession.pipeline.runner import Outcome
 from worksession.pipeline.store import Store, Transaction
+from worksession.scheduler import Jobs
 from worksession.sessions import lookup, repository
 from worksession.sessions.location import tick_outbox
 from worksession.sessions.schemas import LocationRules
@@ -537,6 +543,112 @@ async def test_cancel(db: Database, role: str, user_id: str | None) -> None:
     assert_event_to_both(
         published, outcome, session=session, seq=4, kind="connection_cancelled", data=data
     )
+
+
+# --- abandoned sessions (PROTOCOL 5, *1.1*) ------------------------------------------------
+
+ABANDON_AFTER = timedelta(hours=12)
+
+
+@asynccontextmanager
+async def abandonment_jobs(db: Database) -> AsyncIterator[tuple[Jobs, Recorder]]:
+    """The leader's jobs on ``db``, on the real clock, with the default 12 idle hours."""
+    settings = Settings(env="test", abandon_after_s=ABANDON_AFTER.total_seconds())
+    broker = Recorder()
+    pipeline = build_pipeline(settings, db, broker)
+    try:
+        yield Jobs(settings, db, pipeline, broker, SoleLeader()), broker
+    finally:
+        await pipeline.store.dispose()
+
+
+async def test_a_session_untouched_past_the_limit_is_cancelled_with_every_effect(
+    db: Database,
+) -> None:
+    session = await live_session_with_history(db)
+    async with db.transaction() as s:
+        stored = await s.get(WorkSession, session.id)
+        assert stored is not None
+        stored.updated_at = utcnow() - ABANDON_AFTER - timedelta(minutes=1)
+
+    async with abandonment_jobs(db) as (jobs, broker):
+        before = utcnow()
+        assert await jobs.cancel_abandoned() == 1
+        after = utcnow()
+        published = broker.take()
+        assert await jobs.cancel_abandoned() == 0  # once
+
+    stored = await reload(db, session)
+    assert (stored.connection_state, stored.cancelled_by, stored.cancelled_by_id) == (
+        "cancelled",
+        "system",
+        None,
+    )
+    assert stored.cancelled_at is not None
+    assert before <= stored.cancelled_at <= after
+    ended = await ended_state(db, session)
+    assert ended == {
+        "order": "cancelled",
+        "expiry": [stored.cancelled_at + timedelta(hours=24)],
+        "provider_active": True,
+        "seeker_searching": True,
+    }
+    assert [
+        (channel, m["event"]["seq"], m["event"]["kind"], m["event"]["data"])
+        for channel, m in published
+    ] == [
+        (SEEKER_CH, 4, "connection_cancelled", {"cancelled_by": "system"}),
+        (PROVIDER_CH, 4, "connection_cancelled", {"cancelled_by": "system"}),
+    ]
+
+
+async def test_a_session_touched_within_the_limit_is_left_alone(db: Database) -> None:
+    session = await new_session(db, state="active")
+    async with db.transaction() as s:
+        stored = await s.get(WorkSession, session.id)
+        assert stored is not None
+        stored.updated_at = utcnow() - ABANDON_AFTER + timedelta(minutes=1)
+
+    async with abandonment_jobs(db) as (jobs, broker):
+        assert await jobs.cancel_abandoned() == 0
+        assert broker.take() == []
+    assert (await reload(db, session)).connection_state == "active"
+
+
+@pytest.mark.parametrize("frame", ["location", "mediums", "typing or resume"])
+async def test_a_frame_for_the_session_resets_the_clock(db: Database, frame: str) -> None:
+    session = await new_session(db, state="active")
+    async with db.transaction() as s:
+        stored = await s.get(WorkSession, session.id)
+        assert stored is not None
+        stored.updated_at = utcnow() - ABANDON_AFTER - timedelta(minutes=1)
+    commands: dict[str, Command] = {
+        "location": ReportLocation(
+            session.session_id, Actor(PROVIDER, "provider"), Fix(BASE_LAT, BASE_LNG, 5.0, None)
+        ),
+        "mediums": SelectMediums(session.session_id, SEEKER, {"call": PHONE}),
+        "typing or resume": TouchSession(session.session_id, Actor(SEEKER, "seeker")),
+    }
+    command = commands[frame]
+
+    async with abandonment_jobs(db) as (jobs, broker):
+        await jobs.pipeline.submit(command, origin=ORIGIN)
+        broker.take()
+        assert await jobs.cancel_abandoned() == 0
+        assert broker.take() == []
+    assert (await reload(db, session)).connection_state == "active"
+
+
+async def test_abandonment_reads_live_sessions_through_the_index(db: Database) -> None:
+    """The job's query must not scan work_sessions (the benchmark soak fails on that)."""
+    if db.dialect != "postgresql":
+        pytest.skip("EXPLAIN of PostgreSQL")
+    async with db.transaction() as s:
+        await s.execute(text("SET LOCAL enable_seqscan = off"))
+        query = repository.abandoned_session_ids_query(idle_since=utcnow(), limit=200)
+        compiled = query.compile(dialect=s.bind.dialect, compile_kwargs={"literal_binds": True})
+        plan = "\n".join(row[0] for row in (await s.execute(text(f"EXPLAIN {compiled}"))).all())
+    assert "ix_work_sessions_live_touched" in plan, plan
 
 
 async def test_cancel_by_a_stranger_is_session_not_found(db: Database) -> None:

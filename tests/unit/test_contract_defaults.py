@@ -57,6 +57,7 @@ CONTRACT = {
     "typing_timeout_s": 6.0,  # "not repeated within 6 seconds"
     "offer_ttl_s": 120.0,  # "not answered within the configured time (default 120 s)"
     "message_retention_hours": 24.0,  # "24 hours after the session ended"
+    "abandon_after_s": 43200.0,  # "WORKSESSION_ABANDON_AFTER_S (default 43200, 12 hours)"
     "max_frame_bytes": 16 * 1024,  # "default 16 KiB" -> 1009
     "rate_limit_per_s": 20.0,  # "default 20 a second with bursts of 40, per connection"
     "rate_limit_burst": 40,

@@ -145,6 +145,7 @@ def session_row(
     provider: str = PROVIDER,
     work_id: int = WORK,
     last_seq: int = 2,
+    updated_at: datetime = T0,
     **columns: Any,
 ) -> SessionRow:
     return SessionRow(
@@ -156,7 +157,7 @@ def session_row(
         connection_state=state,
         last_seq=last_seq,
         created_at=T0,
-        updated_at=T0,
+        updated_at=updated_at,
         **columns,
     )
 
@@ -951,6 +952,98 @@ def test_cancel(by: Actor | None, label: str, by_id: str | None, state: str) -> 
     assert world.live_session_of("provider", PROVIDER) is None
 
 
+ABANDON = POLICY.abandon_after
+
+
+@pytest.mark.parametrize("state", ["waiting", "active"])
+def test_a_session_untouched_for_abandon_after_is_cancelled_by_the_system(state: str) -> None:
+    touched = at(50)
+    world = world_of(sessions=[session_row(state, last_seq=3, updated_at=touched)])
+    now = touched + ABANDON
+    decision = step(world, c.CancelAbandoned((SID,)), now)
+
+    # Every effect of the internal cancel, and no reply: nobody asked.
+    assert decision.events == (
+        LoggedEvent(SID, 4, "connection_cancelled", {"cancelled_by": "system"}, now),
+    )
+    assert decision.reply is None
+    assert decision.observations == (SessionEnded("cancelled", T0, now),)
+    session = the_session(decision)
+    assert (session.connection_state, session.cancelled_by, session.cancelled_by_id) == (
+        "cancelled",
+        "system",
+        None,
+    )
+    assert decision.writes[1:] == (
+        FinishOrder(WORK, "cancelled"),
+        ExpireChat(SID, now + RETENTION),
+        SetFlag("provider_active", PROVIDER, True),
+        SetFlag("seeker_searching", SEEKER, True),
+    )
+    assert world.live_session_of("seeker", SEEKER) is None
+    assert world.live_session_of("provider", PROVIDER) is None
+
+
+def test_a_session_touched_within_abandon_after_is_left_alone() -> None:
+    touched = at(50)
+    world = world_of(sessions=[session_row(updated_at=touched)])
+    decision = step(world, c.CancelAbandoned((SID,)), touched + ABANDON - timedelta(seconds=1))
+    assert decision == Decision()
+
+
+def test_a_frame_earlier_in_the_batch_saves_a_candidate() -> None:
+    """The job read its candidates before the batch; the locked row has the last word."""
+    world = world_of(sessions=[session_row(updated_at=T0)])
+    now = T0 + ABANDON + timedelta(seconds=5)
+    step(world, c.ReportLocation(SID, AS_SEEKER, fix_at(0)), now)
+    assert step(world, c.CancelAbandoned((SID,)), now) == Decision()
+    assert world.live_session_of("seeker", SEEKER) == SID
+
+
+def test_abandonment_cancels_each_idle_candidate_and_skips_the_rest() -> None:
+    idle = session_row(updated_at=T0)
+    busy = session_row(
+        session_id=OTHER_SID, seeker="seeker-2", provider="provider-2", work_id=8, updated_at=at(60)
+    )
+    ended = session_row(
+        "completed", session_id=uid(3), seeker="seeker-3", provider="provider-3", work_id=9
+    )
+    world = world_of(sessions=[idle, busy, ended])
+    now = T0 + ABANDON + timedelta(seconds=30)
+    decision = step(world, c.CancelAbandoned((SID, OTHER_SID, uid(3), uid(4))), now)
+    assert [(event.session_id, event.kind) for event in decision.events] == [
+        (SID, "connection_cancelled")
+    ]
+    assert world.live_session_of("seeker", "seeker-2") == OTHER_SID
+
+
+@pytest.mark.parametrize("actor", [AS_SEEKER, AS_PROVIDER])
+def test_a_touch_moves_only_updated_at_and_keeps_the_session(actor: Actor) -> None:
+    before = session_row(updated_at=T0)
+    world = world_of(sessions=[before])
+    now = T0 + ABANDON + timedelta(seconds=5)
+    decision = step(world, c.TouchSession(SID, actor), now)
+    assert decision == Decision(writes=(PutSession(dataclasses.replace(before, updated_at=now)),))
+    assert step(world, c.CancelAbandoned((SID,)), now) == Decision()
+
+
+@pytest.mark.parametrize(
+    ("session", "actor"),
+    [
+        (session_row("cancelled"), AS_SEEKER),
+        (session_row(), AS_STRANGER_SEEKER),
+        (session_row(), Actor(SEEKER, "provider")),
+        (None, AS_SEEKER),
+    ],
+    ids=["ended", "stranger", "wrong-role", "unknown"],
+)
+def test_a_touch_outside_ones_live_session_does_nothing(
+    session: SessionRow | None, actor: Actor
+) -> None:
+    world = world_of(sessions=[] if session is None else [session])
+    assert step(world, c.TouchSession(SID, actor), at(9)) == Decision()
+
+
 @pytest.mark.parametrize("provider_id", [PROVIDER, None], ids=["provider", "system"])
 @pytest.mark.parametrize("state", ["waiting", "active"])
 def test_complete(provider_id: str | None, state: str) -> None:
@@ -1475,6 +1568,8 @@ PURITY_CASES: list[tuple[str, c.Command]] = [
     ("fix", c.ReportLocation(SID, AS_PROVIDER, fix_at(20))),
     ("fix-dropped", c.ReportLocation(SID, AS_PROVIDER, fix_at(20, accuracy=500.0))),
     ("cancel", c.CancelSession(SID, AS_SEEKER)),
+    ("abandoned", c.CancelAbandoned((SID, OTHER_SID))),
+    ("touch", c.TouchSession(SID, AS_SEEKER)),
     ("complete", c.CompleteSession(SID, None)),
     ("start-chat", c.StartChat(SID, AS_SEEKER, chat_room_id=ROOM)),
     ("send", c.SendMessage(SID, AS_PROVIDER, "hi", "m-2", message_id=uid(5), chat_room_id=ROOM)),

@@ -132,6 +132,14 @@ class WorkSession(Timestamped, Base):
             postgresql_where=LIVE_STATES_SQL,
             sqlite_where=LIVE_STATES_SQL,
         ),
+        # The abandonment job's candidates: live sessions by when they were last touched.
+        Index(
+            "ix_work_sessions_live_touched",
+            "connection_state",
+            "updated_at",
+            postgresql_where=LIVE_STATES_SQL,
+            sqlite_where=LIVE_STATES_SQL,
+        ),
         Index(
             "ix_work_sessions_to_erase",
             "connection_state",

@@ -67,8 +67,11 @@ def needs_of(commands: Sequence[c.Command]) -> Needs:
                 | c.CancelSession(session_id=sid)
                 | c.CompleteSession(session_id=sid)
                 | c.StartChat(session_id=sid)
+                | c.TouchSession(session_id=sid)
             ):
                 needs.sessions.add(sid)
+            case c.CancelAbandoned(session_ids=session_ids):
+                needs.sessions.update(session_ids)
             case c.AcknowledgeMessage(message_id=message_id):
                 needs.messages.add(message_id)
             case c.SetAvailability(user_id=user_id):

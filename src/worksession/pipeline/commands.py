@@ -94,6 +94,25 @@ class CancelSession:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelAbandoned:
+    """Cancel, as the system, those of these live sessions that nobody has touched for the
+    policy's ``abandon_after`` (the leader's job). The ids are candidates read before the
+    batch; each is judged again on its locked row, so a frame that just arrived wins."""
+
+    session_ids: tuple[uuid.UUID, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TouchSession:
+    """A participant's frame for the session that writes nothing of its own (typing,
+    ``resume``): it only moves the session's ``updated_at``, the clock of abandonment. The
+    gateway sends it at most once per ``touch_interval_s`` for each socket and session."""
+
+    session_id: uuid.UUID
+    actor: Actor
+
+
+@dataclass(frozen=True, slots=True)
 class CompleteSession:
     session_id: uuid.UUID
     provider_id: str | None
@@ -155,6 +174,8 @@ Command = (
     | ShareMediums
     | ReportLocation
     | CancelSession
+    | CancelAbandoned
+    | TouchSession
     | CompleteSession
     | StartChat
     | SendMessage

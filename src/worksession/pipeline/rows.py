@@ -185,6 +185,8 @@ class Policy:
     """How long chat and history outlive the end of a session."""
     offer_ttl: timedelta
     max_messages_per_session: int = 5000
+    abandon_after: timedelta = timedelta(hours=12)
+    """How long a live session may go untouched by both participants (``updated_at``)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -193,4 +195,5 @@ class Policy:
             retention=timedelta(hours=settings.message_retention_hours),
             offer_ttl=timedelta(seconds=settings.offer_ttl_s),
             max_messages_per_session=settings.max_messages_per_session,
+            abandon_after=timedelta(seconds=settings.abandon_after_s),
         )

@@ -303,7 +303,12 @@ class ConnectionCancelled(Outbound):
 
     type: Literal["connection_cancelled"]
     session_id: str
-    cancelled_by: Literal["seeker", "provider", "system"]
+    cancelled_by: Literal["seeker", "provider", "system"] = Field(
+        description=(
+            '"system": the internal API, or nobody sent a frame for the session for'
+            " WORKSESSION_ABANDON_AFTER_S (default 12 hours)"
+        )
+    )
     seq: int = Field(ge=1)
     request_id: RequestId = None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 import uuid
@@ -145,6 +146,8 @@ class SocketSession:
         self._typing_in: dict[uuid.UUID, SessionRow] = {}
         """The sessions this socket may type in, checked once each (the socket closes when
         such a session ends)."""
+        self._touched: dict[uuid.UUID, float] = {}
+        """When (monotonic) this socket last wrote a sign of life for each session."""
 
     async def run(self) -> None:
         hub = self.state.hub
@@ -345,6 +348,7 @@ class SocketSession:
                         retention=self.state.pipeline.policy.retention,
                     )
                 self.connection.offer(Replay(sid, last_seq, message.request_id))
+                await self._touch(sid)
             case AuthRefresh(token=token):
                 self._refresh(token, message.request_id)
             case _:
@@ -363,6 +367,18 @@ class SocketSession:
                 session = await sessions.live_session_for(s, session_id, self.actor)
             self._typing_in[session_id] = session
         await publish(self.state.broker, self.state.typing.typing(session, self.role, is_typing))
+        await self._touch(session_id)
+
+    async def _touch(self, session_id: uuid.UUID) -> None:
+        """Typing and ``resume`` keep a session from being abandoned (PROTOCOL 5, *1.1*)
+        but write nothing of their own: a write now and then, not one per keystroke."""
+        now = time.monotonic()
+        if now - self._touched.get(session_id, -math.inf) < self.state.settings.touch_interval_s:
+            return
+        self._touched[session_id] = now
+        await self.state.pipeline.submit(
+            c.TouchSession(session_id, self.actor), origin=self.connection.id
+        )
 
     def _refresh(self, token: str, request_id: str | None) -> None:
         try:

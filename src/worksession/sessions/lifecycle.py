@@ -10,14 +10,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Literal
 
-from worksession.errors import InvalidState
-from worksession.eventlog.events import NewEvent
-from worksession.pipeline.commands import Actor, CancelSession, CompleteSession
+from worksession.errors import InvalidState, SessionNotFound
+from worksession.eventlog.events import LoggedEvent, NewEvent
+from worksession.pipeline.commands import (
+    Actor,
+    CancelAbandoned,
+    CancelSession,
+    CompleteSession,
+    TouchSession,
+)
 from worksession.pipeline.decision import (
     ANSWERED_BY_EVENT,
     Decision,
     ExpireChat,
     FinishOrder,
+    Notice,
+    Observation,
     PutSession,
     SessionEnded,
     SetFlag,
@@ -53,6 +61,43 @@ def decide_cancel(world: World, command: CancelSession, now: datetime) -> Decisi
         # The seeker searches again; after a completion they got what they searched for.
         SetFlag("seeker_searching", session.seeker_id, True),
     )
+
+
+def decide_abandoned(world: World, command: CancelAbandoned, now: datetime) -> Decision:
+    """Cancel, as the system, every one of these sessions still live and untouched for
+    ``abandon_after``: exactly what the internal API's cancel does to it.
+
+    "Touched" is the session row's ``updated_at``, which every frame a participant sends
+    for the session moves: those the pipeline keeps (mediums, kept location fixes, chat,
+    receipts) as they are written, typing and ``resume`` through :func:`decide_touch`;
+    nothing else does (the distance ticker only reads). A fix dropped as noise, or a
+    repeated receipt, writes nothing and does not count on its own.
+    """
+    idle_since = now - world.policy.abandon_after
+    out: list[LoggedEvent | Notice] = []
+    writes: list[Write] = []
+    observations: list[Observation] = []
+    for session_id in command.session_ids:
+        session = world.session(session_id)
+        if session is None or not session.is_live or session.updated_at > idle_since:
+            continue
+        cancel = decide_cancel(world, CancelSession(session_id, by=None), now)
+        out.extend(cancel.out)
+        writes.extend(cancel.writes)
+        observations.extend(cancel.observations)
+    # Nobody asked: no reply. The sessions are distinct and so are their users (one live
+    # session each), so the cancels touch disjoint rows and can be decided on one world.
+    return Decision(out=tuple(out), writes=tuple(writes), observations=tuple(observations))
+
+
+def decide_touch(world: World, command: TouchSession, now: datetime) -> Decision:
+    """A participant's sign of life in a live session: its ``updated_at`` moves, nothing
+    else. Silent otherwise: the frame that caused it has been answered on its own terms."""
+    try:
+        session = live_session_of(world.session(command.session_id), command.actor)
+    except (SessionNotFound, InvalidState):
+        return Decision()
+    return Decision(writes=(PutSession(changed(session, now)),))
 
 
 def decide_complete(world: World, command: CompleteSession, now: datetime) -> Decision:

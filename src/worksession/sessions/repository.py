@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worksession.models import WorkSession
@@ -20,6 +21,30 @@ async def live_session_of(db: AsyncSession, *, user_id: str, role: str) -> WorkS
         WorkSession.connection_state.in_([s.value for s in LIVE_STATES]),
     )
     return (await db.execute(query)).scalar_one_or_none()
+
+
+def abandoned_session_ids_query(*, idle_since: datetime, limit: int) -> Select[uuid.UUID]:
+    """Live sessions not touched since ``idle_since``, read in the order of the partial
+    index ``ix_work_sessions_live_touched`` (per state, the longest idle first), so a
+    backlog is a range scan of it and never a sort of every live session."""
+    return (
+        select(WorkSession.session_id)
+        .where(
+            WorkSession.connection_state.in_([s.value for s in LIVE_STATES]),
+            WorkSession.updated_at <= idle_since,
+        )
+        .order_by(WorkSession.connection_state, WorkSession.updated_at)
+        .limit(limit)
+    )
+
+
+async def abandoned_session_ids(
+    db: AsyncSession, *, idle_since: datetime, limit: int
+) -> list[uuid.UUID]:
+    """Candidates for :class:`~worksession.pipeline.commands.CancelAbandoned`, which judges
+    each again on its locked row (a frame may arrive in between)."""
+    query = abandoned_session_ids_query(idle_since=idle_since, limit=limit)
+    return list((await db.scalars(query)).all())
 
 
 async def live_sessions_with_positions(
