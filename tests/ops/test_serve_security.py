@@ -239,11 +239,13 @@ def test_a_complete_header_is_answered(exposed: Exposed) -> None:
 def test_an_endless_header_is_refused_with_431_before_it_fills_memory(exposed: Exposed) -> None:
     with socket.create_connection(("127.0.0.1", _port(exposed.server.base_url))) as sock:
         sock.settimeout(10)
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: worksession\r\nX-Big: ")
-        # Just past the limit, and no further: a server that closes with bytes of ours
-        # still unread resets the connection, which could discard its answer.
-        for _ in range(MAX_HEADER_BYTES // 4096 + 2):
-            sock.sendall(b"a" * 4096)
+        start = b"GET /healthz HTTP/1.1\r\nHost: worksession\r\nX-Big: "
+        # One byte past the limit and no further: the server can only decide once it has
+        # read every byte, so it closes with nothing of ours unread (a close with unread
+        # bytes is a reset, which can discard the answer and fail our next send).
+        header = start + b"a" * (MAX_HEADER_BYTES + 1 - len(start))
+        for offset in range(0, len(header), 4096):
+            sock.sendall(header[offset : offset + 4096])
         answer = b""
         while chunk := sock.recv(4096):
             answer += chunk
