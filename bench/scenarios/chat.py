@@ -315,8 +315,8 @@ class ChatClient:
         self.pairs.extend(added)
 
     def _seq(self, p: ChatPair, frame: dict[str, Any], seeker: bool) -> None:
-        """The seeker sees every event of its session: seqs go up by exactly one. The
-        provider does not see receipts: its seqs only go up."""
+        """Each participant sees every event of its session (contract 1.1, receipts
+        included): seqs go up by exactly one on both sockets."""
         seq = frame.get("seq")
         if not isinstance(seq, int):
             self.checks.fail(f"{frame['type']} without a seq")
@@ -326,7 +326,7 @@ class ChatClient:
                 self.checks.fail(f"seeker saw seq {seq} after {p.seeker_seq}")
             p.seeker_seq = seq
         else:
-            if seq <= p.provider_seq:
+            if seq != p.provider_seq + 1:
                 self.checks.fail(f"provider saw seq {seq} after {p.provider_seq}")
             p.provider_seq = seq
 
@@ -403,6 +403,8 @@ class ChatClient:
                 elif kind == "chat_ready":
                     self._seq(p, frame, seeker=False)
                     p.provider_ready.set()
+                elif kind == "message_status_update":
+                    self._seq(p, frame, seeker=False)  # its own receipts, echoed (1.1)
                 elif kind == "error":
                     self.checks.fail(f"provider got error {frame.get('code')}")
                 elif kind != "distance_update":
@@ -923,13 +925,13 @@ of a pair are on one worker (`same`) or the seeker on worker 0 and the provider 
 operation is one message with both receipts: the seeker sends `chat_message` (text with its \
 per-pair index and intended send time); the seeker gets `chat_message_ack`; the provider gets \
 `chat_message` and answers `message_delivered` then `message_read`; the seeker gets \
-`message_status_update` `delivered` then `read`. So 3 frames in, 4 frames out and 3 events \
-persisted (the message and two receipts, each in the session's event log) before the frames that \
-announce them go out. **Latency columns are delivery**: intended send time to the provider \
-receiving the message; *receipt p99* is intended send time to the seeker seeing `read`. The \
-distance tick is switched off (the ticker scenario measures it). Default rate limit (20 frames/s \
-per socket): the provider sends 2 frames per message, so the pairs keep the per-socket rate far \
-below it.
+`message_status_update` `delivered` then `read`, and so does the provider (contract 1.1). So 3 \
+frames in, 6 frames out and 3 events persisted (the message and two receipts, each in the \
+session's event log) before the frames that announce them go out. **Latency columns are \
+delivery**: intended send time to the provider receiving the message; *receipt p99* is intended \
+send time to the seeker seeing `read`. The distance tick is switched off (the ticker scenario \
+measures it). Default rate limit (20 frames/s per socket): the provider sends 2 frames per \
+message, so the pairs keep the per-socket rate far below it.
 
 **embedded default** rows: the same, on `worksession serve` as it runs with no set-up: one worker \
 on a fresh SQLite file (`WORKSESSION_DATABASE_URL=sqlite+aiosqlite:///.../bench.db`, which \
@@ -949,9 +951,9 @@ workers.
 
 Checked in every run, or the scenario fails: every round trip came back exactly once; every \
 provider saw its pair's messages in index order with no gap or duplicate; every seeker saw an ack, \
-then `delivered`, then `read` for each message, with seqs that go up by exactly one; no error \
-frame, no closed socket; the database (PostgreSQL or the SQLite file) has exactly the messages \
-sent per session, all `read`; no server logged a traceback."""
+then `delivered`, then `read` for each message, with seqs that go up by exactly one on both \
+sockets; no error frame, no closed socket; the database (PostgreSQL or the SQLite file) has \
+exactly the messages sent per session, all `read`; no server logged a traceback."""
 
 
 THROUGHPUT_RATIO = 0.35

@@ -401,7 +401,10 @@ class TickerClient:
                 elif kind == "chat_message_ack":
                     self.acks += 1
                 elif kind == "message_status_update":
-                    self.statuses[frame["status"]] += 1
+                    # Both participants get each receipt (contract 1.1); the seeker's
+                    # copy is the one the sender waits for.
+                    if role == "seeker":
+                        self.statuses[frame["status"]] += 1
                 elif kind == "error":
                     self.errors[str(frame.get("code"))] += 1
                 else:

@@ -49,6 +49,8 @@ async def test_message_ack_and_delivery_with_implicit_chat_start(server: Server)
         "message_id": ack["message_id"],
         "client_msg_id": "c-1",
         "status": "sent",
+        "sender_type": "seeker",
+        "message": "Hello",
         "created_at": ack["created_at"],
         "seq": 3,
         "request_id": "r",
@@ -101,11 +103,14 @@ async def test_receipts_move_forward_once_per_step(server: Server) -> None:
         await pair.provider.expect("chat_message")
         await pair.provider.send({"type": "message_delivered", "message_id": mid})
         delivered = await pair.seeker.expect("message_status_update")
+        # 1.1: the recipient's sockets get the same frame (its other devices see it).
+        assert await pair.provider.expect("message_status_update") == delivered
         await pair.provider.send(
             {"type": "message_delivered", "message_id": mid}
         )  # repeat: nothing
         await pair.provider.send({"type": "message_read", "message_id": mid})
         read = await pair.seeker.expect("message_status_update")
+        assert await pair.provider.expect("message_status_update") == read
         await pair.provider.send(
             {"type": "message_delivered", "message_id": mid}
         )  # backwards: nothing

@@ -1,5 +1,7 @@
-"""Section 2 and 6: every socket of a user gets every event of that user, once, and acks
-from any of the user's devices count (once per step, whichever device sent them)."""
+"""Section 2, 3 and 6: every socket of a user gets every event of that user, once, and acks
+from any of the user's devices count (once per step, whichever device sent them). *1.1*:
+every socket of both participants gets every event of the session, so each sees ``seq``
+rise by exactly one."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ class Devices:
     seekers: tuple[Client, Client]
     providers: tuple[Client, Client]
     session_id: str
+    seeker_id: str = ""
+    provider_id: str = ""
 
     @property
     def everyone(self) -> tuple[Client, ...]:
@@ -50,7 +54,7 @@ async def two_devices_each(
         )
         for client in (s1, s2, p1):
             await client.expect("work_accepted", seq=1)
-        yield Devices((s1, s2), (p1, p2), accepted["session_id"])
+        yield Devices((s1, s2), (p1, p2), accepted["session_id"], seeker_id, provider_id)
 
 
 async def settle(devices: Devices) -> None:
@@ -136,17 +140,18 @@ async def test_every_socket_of_a_user_gets_every_event_once(server: Server) -> N
         await _every_socket_gets_every_event(devices)
 
 
-async def test_a_read_receipt_from_both_devices_reaches_the_sender_once(server: Server) -> None:
+async def test_a_read_receipt_from_both_devices_reaches_every_device_once(
+    server: Server,
+) -> None:
     async with two_devices_each((server, server), (server, server)) as devices:
         mid = await send_a_message(devices, "seen?")
         await asyncio.gather(
             *(p.send({"type": "message_read", "message_id": mid}) for p in devices.providers)
         )
         await settle(devices)
-    for seeker in devices.seekers:
-        assert status_updates(seeker, mid) == ["delivered", "read"]
-    for provider in devices.providers:
-        assert status_updates(provider, mid) == []
+    # 1.1: the recipient's devices hear of the read too (v1.0 told the sender alone).
+    for client in devices.everyone:
+        assert status_updates(client, mid) == ["delivered", "read"]
 
 
 async def test_acks_from_either_device_count_once_per_step(server: Server) -> None:
@@ -192,5 +197,105 @@ async def test_a_read_receipt_from_devices_on_two_workers_reaches_the_sender_onc
             *(p.send({"type": "message_read", "message_id": mid}) for p in devices.providers)
         )
         await settle(devices)
-    for seeker in devices.seekers:
-        assert status_updates(seeker, mid) == ["delivered", "read"]
+    for client in devices.everyone:
+        assert status_updates(client, mid) == ["delivered", "read"]
+
+
+SEEKER_AT = (12.9756, 77.6066)
+
+
+def north_of(metres: float) -> dict[str, float]:
+    return {"lat": SEEKER_AT[0] + metres / 111_195.0, "lng": SEEKER_AT[1]}
+
+
+def seqs(client: Client, session_id: str) -> list[int]:
+    return [f["seq"] for f in client.received if f.get("session_id") == session_id and "seq" in f]
+
+
+@needs_postgresql_and_redis
+async def test_every_device_of_both_sees_every_seq_of_a_whole_session(
+    two_workers: Cluster,
+) -> None:
+    """PROTOCOL 3 and 5, *1.1*: through mediums, chat, receipts, arrival and the end, each
+    of the four sockets (two per participant, spread over two workers) sees seq 1, 2, 3,
+    ... with no hole; a read on one provider phone shows on the other; a chat ack carries
+    the text and the sender's role, never a user id; and a replay from 0 is byte for byte
+    what a device that sent nothing received live."""
+    a, b = two_workers.servers
+    async with two_devices_each((a, b), (b, a)) as devices:
+        sid = devices.session_id
+        s1, s2 = devices.seekers
+        p1, p2 = devices.providers
+        await s1.request(
+            {"type": "medium_selection", "session_id": sid, "mediums": {"call": "9876543210"}},
+            "mediums_selected",
+        )
+        await p2.request(
+            {"type": "medium_share", "session_id": sid, "mediums": {"whatsapp": "8765432109"}},
+            "mediums_shared",
+        )
+        ack = await s1.request(
+            {"type": "chat_message", "session_id": sid, "message": "where are you?"},
+            "chat_message_ack",
+        )
+        mid = ack["message_id"]
+        await p1.expect("chat_message", message_id=mid)
+        # The seeker's other phone learns what was sent from its own copy of the ack.
+        mirrored = await s2.expect("chat_message_ack", message_id=mid)
+        assert mirrored == ack
+        assert (ack["sender_type"], ack["message"]) == ("seeker", "where are you?")
+        # Read on provider phone 1: both steps show on provider phone 2 as well.
+        await p1.send({"type": "message_read", "message_id": mid})
+        for status in ("delivered", "read"):
+            update = await p2.expect("message_status_update", message_id=mid, status=status)
+            assert update == await s2.expect("message_status_update", status=status)
+        reply = await p2.request(
+            {"type": "chat_message", "session_id": sid, "message": "two minutes"},
+            "chat_message_ack",
+        )
+        await s2.send({"type": "message_delivered", "message_id": reply["message_id"]})
+        await p1.expect("message_status_update", message_id=reply["message_id"])
+        await s1.send({"type": "location_update", "session_id": sid, **north_of(0)})
+        await p1.send({"type": "location_update", "session_id": sid, **north_of(1000)})
+        await s2.expect("distance_update")
+        await p2.send({"type": "location_update", "session_id": sid, **north_of(250)})
+        await s1.expect("provider_nearby")
+        await p1.send({"type": "location_update", "session_id": sid, **north_of(30)})
+        await s1.expect("provider_arrived")
+        await p2.request({"type": "complete_session", "session_id": sid}, "session_completed")
+        for client in devices.everyone:
+            assert await client.closed_with() == 1000
+    kinds = [f["type"] for f in s2.received if "seq" in f]
+    end = len(kinds)
+    assert kinds == [
+        "work_accepted",
+        "mediums_selected",
+        "provider_mediums_shared",
+        "chat_ready",
+        "chat_message_ack",
+        "message_status_update",
+        "message_status_update",
+        "chat_message",
+        "message_status_update",
+        "provider_nearby",
+        "provider_arrived",
+        "session_completed",
+    ]
+    for client in devices.everyone:
+        assert seqs(client, sid) == list(range(1, end + 1)), client.role
+    chat = [r for c in devices.everyone for r in c.raw if '"chat_message' in r]
+    assert len(chat) == 8  # each of the two messages on four sockets
+    for text in chat:
+        assert devices.seeker_id not in text, text
+        assert devices.provider_id not in text, text
+    # Replay equals live, byte for byte, for each role: s2 and p1 sent no request ids
+    # (nor did anyone else), so their live frames carry none either.
+    for role, user_id, live in (
+        ("seeker", devices.seeker_id, s2),
+        ("provider", devices.provider_id, p1),
+    ):
+        async with open_client(b, role, user_id) as fresh:
+            await fresh.send({"type": "resume", "session_id": sid, "last_seq": 0})
+            await fresh.expect("resumed", last_seq=end)
+        replayed = [r for r in fresh.raw if '"seq"' in r]
+        assert replayed == [r for r in live.raw if '"seq"' in r], role

@@ -3,10 +3,9 @@
 Pure bookkeeping plus the socket reader; the rules and the checks live in ``test_model``.
 Everything here runs on the model's one event loop, so no state is shared across threads.
 
-What a socket must see of a session (the v1.0 rule the service implements, see
-``eventlog/render.py``): every logged event but a ``message_status`` of a message the
-socket's role did not send. :func:`visible` and :func:`frame_type` say so from the contract,
-independently of the service's renderer.
+What a socket must see of a session (the 1.1 rule, PROTOCOL 3): every logged event, each
+rendered for the socket's role; :func:`frame_type` says which frame from the contract,
+independently of the service's renderer (``eventlog/render.py``).
 """
 
 from __future__ import annotations
@@ -43,11 +42,6 @@ RANK = {
 }
 """How far along each status is: a status seen once is never followed by a lower rank (an
 accepted order ends cancelled or completed, both terminal)."""
-
-
-def visible(kind: str, data: dict[str, Any], role: str) -> bool:
-    """Whether a socket of ``role`` receives this logged event (PROTOCOL 5, v1.0 receipts)."""
-    return not (kind == "message_status" and data["sender_type"] != role)
 
 
 def frame_type(kind: str, data: dict[str, Any], role: str) -> str:

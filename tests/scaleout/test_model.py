@@ -16,14 +16,14 @@ and every frame it fans out have arrived, it checks:
   completion only the provider's), and an order is offered only to providers neither busy
   nor switched off, its 201 saying whom it skipped and why; a busy seeker or nobody left
   is a 409 (PROTOCOL 4, *1.1*);
-- per socket and session, the ``seq`` stream. The service implements the v1.0 delivery
-  rule, under which a recipient does not get the ``message_status`` events of messages it
-  received, so a socket may legitimately skip those seqs. What is checked: a socket never
-  gets a seq twice; each live frame is exactly the next event after what it already has
-  that its role may see (so a skip is only ever over events not meant for it); a
-  ``resume`` replays, in order, exactly the events after ``last_seq`` it may see and has
-  not had, then ``resumed`` with the log's last seq; and a socket that was open for a
-  session ends with all of them, closed with 1000 after the terminal event.
+- per socket and session, the ``seq`` stream. Under the 1.1 rule every persisted event
+  reaches every socket of both participants (PROTOCOL 3), so what is checked is that
+  ``seq`` rises by exactly one: a socket never gets a seq twice; each live frame is the
+  event right after what it already has; a ``resume`` replays, in order, exactly the events
+  after ``last_seq`` it has not had, then ``resumed`` with the log's last seq; and a socket
+  that was open for a session ends with all of them, closed with 1000 after the terminal
+  event. Each frame is of the type its role's rendering has, and a chat frame carries the
+  logged text and sender role (the ack too, *1.1*) and no user id.
 
 Only frames expected are waited for; frames not expected fail the next check that sees
 them. Sizes: ``WORKSESSION_MODEL_EXAMPLES`` and ``WORKSESSION_MODEL_STEPS`` (the default
@@ -72,7 +72,6 @@ from tests.scaleout.model_world import (
     User,
     distance_m,
     frame_type,
-    visible,
 )
 from worksession.kit.db import Database
 
@@ -959,20 +958,16 @@ class ServiceModel(RuleBasedStateMachine):
 
     def _check_replay(self, sock: Sock, replay: Replay, last: int) -> None:
         """What arrived between ``resume`` and ``resumed``: every event after
-        ``last_seq`` the socket may see and did not have, once, in order; possibly after
+        ``last_seq`` the socket did not have, once, in order; possibly after
         live events that were on their way before the replay started (the next ones after
         what the socket had, in order)."""
-        log, role, got = self.logs[replay.session_id], sock.user.role, sock.replayed
-        due = {
-            n
-            for n in range(replay.last_seq + 1, last + 1)
-            if visible(*log[n - 1], role) and n not in replay.seen
-        }
+        got = sock.replayed
+        due = {n for n in range(replay.last_seq + 1, last + 1) if n not in replay.seen}
         assert sorted(got) == sorted(due), (sock.name, got, sorted(due), replay)
         split = next((i for i in range(1, len(got)) if got[i] < got[i - 1]), 0)
         live, replayed = got[:split], got[split:]
         assert replayed == sorted(replayed), (sock.name, got)
-        after = [n for n in range(replay.floor + 1, last + 1) if visible(*log[n - 1], role)]
+        after = list(range(replay.floor + 1, last + 1))
         assert live == after[: len(live)], (sock.name, got, replay)
         STATS["events replayed"] += len(replayed)
 
@@ -982,8 +977,14 @@ class ServiceModel(RuleBasedStateMachine):
         assert log is not None, f"{sock.name}: no such session {frame}"
         assert 1 <= seq <= len(log), f"{sock.name}: no such event {frame}"
         kind, data = log[seq - 1]
-        assert visible(kind, data, role), f"{sock.name}: not for a {role}: {frame}"
         assert frame["type"] == frame_type(kind, data, role), (sock.name, kind, frame)
+        if kind == "chat_message":
+            # Both renderings carry the text and the sender's role (the ack too, 1.1) and
+            # never a user id.
+            shown = (frame["sender_type"], frame["message"])
+            assert shown == (data["sender_type"], data["message"]), (sock.name, frame)
+            ids = {u.id for u in self.users}
+            assert not ids & {str(v) for v in frame.values()}, (sock.name, frame)
         seen = sock.seen.setdefault(sid, [])
         assert seq not in seen, f"{sock.name}: seq {seq} of {sid} twice"
         if sock.replay is not None:
@@ -992,10 +993,8 @@ class ServiceModel(RuleBasedStateMachine):
         else:
             assert sid in sock.follows, f"{sock.name}: an event of a session it never had"
             floor = max([sock.follows[sid], *seen])
-            due = next(
-                (n for n in range(floor + 1, len(log) + 1) if visible(*log[n - 1], role)), None
-            )
-            assert seq == due, f"{sock.name}: seq {seq} of {sid} after {floor}, not {due}"
+            # 1.1: every event reaches both participants, so the stream has no holes.
+            assert seq == floor + 1, f"{sock.name}: seq {seq} of {sid} after {floor}"
             if kind in TERMINAL:
                 sock.terminal_seen = True
         seen.append(seq)
@@ -1007,11 +1006,7 @@ class ServiceModel(RuleBasedStateMachine):
             return False
         for sid, after in sock.follows.items():
             log, seen = self.logs[sid], set(sock.seen.get(sid, []))
-            due = [
-                n
-                for n in range(after + 1, len(log) + 1)
-                if visible(*log[n - 1], sock.user.role) and n not in seen
-            ]
+            due = [n for n in range(after + 1, len(log) + 1) if n not in seen]
             if due:
                 return False
         return True

@@ -249,13 +249,14 @@ async def test_sender_gets_the_rendered_ack(db: Database) -> None:
     event = answer.events[-1]
     (row,) = await messages(db)
     ack_frame = render(event, "provider")
-    assert ack_frame is not None
     assert as_dict(ack_frame) == {
         "type": "chat_message_ack",
         "session_id": str(session_id),
         "message_id": str(row.message_id),
         "client_msg_id": "p-1",
         "status": "sent",
+        "sender_type": "provider",
+        "message": "On my way",
         "created_at": isoformat_z(now),
         "seq": 2,
     }
@@ -467,7 +468,8 @@ async def sent_message(db: Database, session_id: uuid.UUID) -> uuid.UUID:
 
 
 def status_updates(published: Published) -> list[tuple[int, str]]:
-    """(seq, status) of each event, checking it reached both and only the sender renders it."""
+    """(seq, status) of each event, checking it reached both and (1.1) both render it as
+    the same ``message_status_update``."""
     events = published_events(published)
     assert [ch for ch, _ in events] == [SEEKER_CH, PROVIDER_CH] * (len(events) // 2)
     result = []
@@ -475,10 +477,9 @@ def status_updates(published: Published) -> list[tuple[int, str]]:
         event = LoggedEvent.from_wire(wire)
         assert event.kind == "message_status"
         assert event.data["sender_type"] == "seeker"
-        assert render(event, "provider") is None
         frame = render(event, "seeker")
-        assert frame is not None
         assert as_dict(frame)["type"] == "message_status_update"
+        assert render(event, "provider") == frame
         result.append((event.seq, event.data["status"]))
     return result
 

@@ -566,9 +566,10 @@ def test_read_on_a_sent_message_logs_both_steps_in_one_decision() -> None:
     )
     assert the_session(decision).last_seq == 7
     for event in decision.events:
+        # 1.1: the recipient (the provider here) gets the very same frame as the sender.
         frame = render(event, "seeker")
         assert isinstance(frame, out.MessageStatusUpdate)
-        assert render(event, "provider") is None
+        assert render(event, "provider") == frame
 
 
 @pytest.mark.parametrize(

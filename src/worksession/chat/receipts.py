@@ -1,8 +1,9 @@
 """Delivered and read receipts (PROTOCOL 5): a message's status only moves forward.
 
 ``sent -> delivered -> read``, one step at a time; each step taken is one
-``message_status`` event in the session's log, so the sender sees every step exactly once,
-also after a ``resume``. A repeated or backward receipt changes and sends nothing.
+``message_status`` event in the session's log, so both participants (every device of
+each, *1.1*) see every step exactly once, also after a ``resume``. A repeated or backward
+receipt changes and sends nothing.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def decide_acknowledge(world: World, command: AcknowledgeMessage, now: datetime)
     ``message_not_found`` for a message that does not exist, has expired or is in a
     session the acker does not take part in (in the role they act in); ``forbidden`` for
     one's own message; ``invalid_state`` once the session has ended. Receipts have no
-    answer of their own: the sender learns of them through the events.
+    answer of their own: both participants learn of them through the events.
     """
     actor = command.actor
     message = world.message(command.message_id)

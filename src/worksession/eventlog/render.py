@@ -16,8 +16,12 @@ TERMINAL_KINDS = frozenset({"connection_cancelled", "session_completed"})
 """After delivering one of these live, the gateway closes the socket with 1000."""
 
 
-def render(event: LoggedEvent, role: str) -> out.SessionFrame | None:
-    """The frame ``role`` ("seeker" or "provider") receives for ``event``, or None."""
+def render(event: LoggedEvent, role: str) -> out.SessionFrame:
+    """The frame ``role`` ("seeker" or "provider") receives for ``event``.
+
+    Every event has a frame for both roles (PROTOCOL 3, *1.1*): a participant sees every
+    ``seq`` of its session, so a jump by more than one always means frames were missed.
+    """
     sid = str(event.session_id)
     data = event.data
     seq = event.seq
@@ -66,7 +70,9 @@ def render(event: LoggedEvent, role: str) -> out.SessionFrame | None:
                 created_at=event.created_at,
                 seq=seq,
             )
-        case "message_status" if role == data["sender_type"]:
+        case "message_status":
+            # 1.1: both participants get the same frame, so the recipient's other devices
+            # see the message read too, and neither side's seq stream has a hole.
             return out.MessageStatusUpdate(
                 type="message_status_update",
                 session_id=sid,
@@ -75,8 +81,6 @@ def render(event: LoggedEvent, role: str) -> out.SessionFrame | None:
                 at=event.created_at,
                 seq=seq,
             )
-        case "message_status":
-            return None
         case "provider_nearby":
             return out.ProviderNearby(
                 type="provider_nearby",
@@ -112,6 +116,8 @@ def chat_message_ack(event: LoggedEvent) -> out.ChatMessageAck:
         message_id=data["message_id"],
         client_msg_id=data.get("client_msg_id"),
         status="sent",
+        sender_type=data["sender_type"],
+        message=data["message"],
         created_at=event.created_at,
         seq=event.seq,
     )

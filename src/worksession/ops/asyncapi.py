@@ -213,10 +213,20 @@ INTRO: tuple[tuple[str, str], ...] = (
         "seq",
         "Server events that are part of a session's history carry `session_id` and `seq`: "
         "a per-session counter that starts at 1 and grows by one with each persisted event "
-        "of that session. You receive each seq at most once per socket and in order; "
-        "`distance_update` and `typing_indicator` are ephemeral and carry no seq, and a "
-        "repeated `start_chat` is answered with a `chat_ready` without seq. Keep the "
-        "highest seq you have processed per session.",
+        "of that session. Every persisted event reaches every socket of both "
+        "participants, rendered for the receiver's role, so you receive every seq of your "
+        "session, each once and in order: a jump by more than one means frames were "
+        "missed, and you send `resume`. The renderings: `work_accepted`, `chat_ready`, "
+        "`message_status_update`, `provider_nearby`, `provider_arrived`, "
+        "`connection_cancelled` and `session_completed` are the same frame for both; the "
+        "seeker's mediums are `mediums_selected` for the seeker and "
+        "`seeker_mediums_selected` for the provider; the provider's are `mediums_shared` "
+        "for the provider and `provider_mediums_shared` for the seeker; a chat message is "
+        "`chat_message_ack` (with the text) for its sender's sockets and `chat_message` "
+        "for the other participant's. `distance_update`, `typing_indicator` and "
+        "`peer_presence` are ephemeral and carry no seq, and a repeated `start_chat` is "
+        "answered with a `chat_ready` without seq. Keep the highest seq you have "
+        "processed per session.",
     ),
     (
         "Reconnecting and resume",

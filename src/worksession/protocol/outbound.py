@@ -262,14 +262,18 @@ class ChatReady(Outbound):
 
 
 class ChatMessageAck(Outbound):
-    """The sender's own message was stored (or, for a repeated ``client_msg_id``, the
-    original ack again)."""
+    """Your own message was stored: the answer to the socket that sent it, and (*1.1*) the
+    same frame on every other socket of yours and in a ``resume``, which is why it carries
+    the text. For a repeated ``client_msg_id``, the original ack again. Like
+    ``chat_message``, only ``sender_type`` says who sent it, never a user id."""
 
     type: Literal["chat_message_ack"]
     session_id: str
     message_id: str
     client_msg_id: str | None
     status: Literal["sent"]
+    sender_type: Role = Field(description="Your own role (1.1).")
+    message: str = Field(description="The text as stored (1.1), for your other devices.")
     created_at: UtcTimestamp
     seq: int = Field(ge=1)
     request_id: RequestId = None
@@ -288,7 +292,9 @@ class ChatMessageOut(Outbound):
 
 
 class MessageStatusUpdate(Outbound):
-    """One step of your message's status: ``delivered``, then ``read``."""
+    """One step of a chat message's status: ``delivered``, then ``read``. *1.1* Both
+    participants receive the same frame on every socket: the sender learns its message
+    arrived, the recipient's other devices that it was read here."""
 
     type: Literal["message_status_update"]
     session_id: str

@@ -240,10 +240,7 @@ class Connection:
 
     async def _send_event(self, event: LoggedEvent, request_id: str | None = None) -> None:
         request_id = self._answers.pop((event.session_id, event.seq), None) or request_id
-        frame = render(event, self.role)
-        if frame is None:
-            return
-        text = encode(frame)
+        text = encode(render(event, self.role))
         await self._write(with_request_id(text, request_id))
 
     async def _deliver(self, event: LoggedEvent, request_id: str | None = None) -> bool:
