@@ -376,9 +376,14 @@ class SocketSession:
         if now - self._touched.get(session_id, -math.inf) < self.state.settings.touch_interval_s:
             return
         self._touched[session_id] = now
-        await self.state.pipeline.submit(
-            c.TouchSession(session_id, self.actor), origin=self.connection.id
-        )
+        try:
+            await self.state.pipeline.submit(
+                c.TouchSession(session_id, self.actor), origin=self.connection.id
+            )
+        except Exception as exc:
+            # A sign of life that could not be written is not the client's error: its
+            # typing was relayed and its resume runs. The next touch, a minute on, retries.
+            logger.warning("could not mark a session touched: %s", type(exc).__name__)
 
     def _refresh(self, token: str, request_id: str | None) -> None:
         try:

@@ -9,6 +9,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worksession.models import WorkSession
+from worksession.models.work_session import LIVE_STATES_SQL
 from worksession.pipeline.rows import SESSION_COLUMNS, SessionRow, from_record
 from worksession.sessions.location import LivePositions
 from worksession.sessions.states import LIVE_STATES
@@ -30,7 +31,10 @@ def abandoned_session_ids_query(*, idle_since: datetime, limit: int) -> Select[u
     return (
         select(WorkSession.session_id)
         .where(
-            WorkSession.connection_state.in_([s.value for s in LIVE_STATES]),
+            # The index's own predicate, as text: a partial index is only chosen for a
+            # query that repeats its WHERE, which bound parameters do not (SQLite scans
+            # and sorts work_sessions with ``IN (?, ?)``).
+            LIVE_STATES_SQL,
             WorkSession.updated_at <= idle_since,
         )
         .order_by(WorkSession.connection_state, WorkSession.updated_at)
