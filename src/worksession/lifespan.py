@@ -32,23 +32,17 @@ logger = logging.getLogger(__name__)
 def build_verifier(settings: Settings) -> TokenVerifier:
     """Participant tokens and, when a service key or audience is set, service tokens as a
     trust domain of their own (PROTOCOL 1, *1.1*)."""
-    service_audience = settings.service_jwt_audience or settings.jwt_audience
     service: TokenVerifier | None = None
-    if settings.has_service_key:
+    if settings.has_service_key or settings.service_jwt_audience:
+        # With a key of its own, service tokens are checked with it alone; with only an
+        # audience of their own, with the participant key and that audience.
+        own_key = settings.has_service_key
         service = TokenVerifier(
-            algorithms=settings.service_algorithms,
-            hmac_secret=settings.service_jwt_secret,
-            public_key=settings.service_jwt_public_key,
+            algorithms=settings.service_algorithms if own_key else settings.allowed_algorithms,
+            hmac_secret=settings.service_jwt_secret if own_key else settings.jwt_secret,
+            public_key=settings.service_jwt_public_key if own_key else settings.jwt_public_key,
             issuer=settings.jwt_issuer,
-            audience=service_audience,
-        )
-    elif settings.service_jwt_audience:
-        service = TokenVerifier(
-            algorithms=settings.allowed_algorithms,
-            hmac_secret=settings.jwt_secret,
-            public_key=settings.jwt_public_key,
-            issuer=settings.jwt_issuer,
-            audience=service_audience,
+            audience=settings.service_jwt_audience or settings.jwt_audience,
         )
     return TokenVerifier(
         algorithms=settings.allowed_algorithms,
