@@ -144,14 +144,14 @@ async def test_an_event_already_sent_is_dropped(harness: Harness) -> None:
 
 
 async def test_the_request_id_goes_on_the_answering_event_only(harness: Harness) -> None:
-    harness.connection.start(baseline={SESSION: 2})
+    harness.connection.start(baseline={SESSION: 2}, hold_s=0)
     harness.connection.offer(SendEvent(harness.log.at(5), request_id="r"))
     sent = await harness.settle()
     assert [(f["seq"], f.get("request_id")) for f in sent] == [(3, None), (4, None), (5, "r")]
 
 
 async def test_the_connected_baseline_is_not_sent_again(harness: Harness) -> None:
-    harness.connection.start(baseline={SESSION: 5})
+    harness.connection.start(baseline={SESSION: 5}, hold_s=0)
     for seq in (4, 5, 6):
         harness.connection.offer(SendEvent(harness.log.at(seq)))
     assert seqs(await harness.settle()) == [6]
@@ -161,7 +161,7 @@ async def test_the_connected_baseline_is_not_sent_again(harness: Harness) -> Non
 async def test_an_unreadable_log_holds_the_event_and_a_resume_recovers_the_gap(
     harness: Harness,
 ) -> None:
-    harness.connection.start(baseline={SESSION: 1})
+    harness.connection.start(baseline={SESSION: 1}, hold_s=0)
     harness.log.broken = True
     harness.connection.offer(SendEvent(harness.log.at(4)))
     # Sending 4 without 2 and 3 would mark them as sent: nothing goes out yet.
@@ -172,7 +172,7 @@ async def test_an_unreadable_log_holds_the_event_and_a_resume_recovers_the_gap(
 
 
 async def test_the_next_event_fills_a_gap_the_log_could_not(harness: Harness) -> None:
-    harness.connection.start(baseline={SESSION: 1})
+    harness.connection.start(baseline={SESSION: 1}, hold_s=0)
     harness.log.broken = True
     harness.connection.offer(SendEvent(harness.log.at(4)))
     await harness.settle()
@@ -186,7 +186,7 @@ async def test_a_registered_answer_carries_its_request_id_even_via_a_gap_fill(
 ) -> None:
     # Event 3 answers this socket's frame, but event 4 (someone else's) arrives first and
     # pulls 3 in from the log: 3 still carries the request_id, once.
-    harness.connection.start(baseline={SESSION: 2})
+    harness.connection.start(baseline={SESSION: 2}, hold_s=0)
     harness.connection.expect_answer(SESSION, 3, "mine")
     harness.connection.offer(SendEvent(harness.log.at(4)))
     harness.connection.offer(SendEvent(harness.log.at(3)))
@@ -195,7 +195,7 @@ async def test_a_registered_answer_carries_its_request_id_even_via_a_gap_fill(
 
 
 async def test_resume_beyond_the_log_reports_the_real_last_seq(harness: Harness) -> None:
-    harness.connection.start(baseline={SESSION: 5})
+    harness.connection.start(baseline={SESSION: 5}, hold_s=0)
     harness.connection.offer(Replay(SESSION, 1000))
     sent = await harness.settle()
     assert sent == [{"type": "resumed", "session_id": str(SESSION), "last_seq": 10}]
@@ -206,7 +206,7 @@ async def test_resume_beyond_the_log_reports_the_real_last_seq(harness: Harness)
 
 async def test_resume_sends_what_the_client_missed_then_resumed(harness: Harness) -> None:
     # Reconnected: the snapshot said 8; the client had seen up to 3.
-    harness.connection.start(baseline={SESSION: 8})
+    harness.connection.start(baseline={SESSION: 8}, hold_s=0)
     harness.connection.offer(Replay(SESSION, 3, "r"))
     sent = await harness.settle()
     assert seqs(sent) == [4, 5, 6, 7, 8, 9, 10, None]
@@ -218,10 +218,57 @@ async def test_resume_sends_what_the_client_missed_then_resumed(harness: Harness
     }
 
 
-async def test_resume_does_not_resend_what_arrived_live_before_it(harness: Harness) -> None:
-    # 9 and 10 reached the new socket live between ``connected`` (last_seq 8) and the
-    # resume: the replay sends only 4..8, and later copies of 9 or 10 are dropped.
+async def test_a_resume_sent_first_comes_before_the_live_events_held_meanwhile(
+    harness: Harness,
+) -> None:
+    # 9 and 10 reach the new socket between ``connected`` (last_seq 8) and its first
+    # frame, a resume from 3: they wait, the replay goes first, and they are then dropped
+    # as sent. The socket sees seq rise by exactly one.
     harness.connection.start(baseline={SESSION: 8})
+    harness.connection.offer(SendEvent(harness.log.at(9)))
+    harness.connection.offer(SendEvent(harness.log.at(10)))
+    harness.connection.offer(Replay(SESSION, 3, "r"))
+    harness.connection.release()
+    sent = await harness.settle()
+    assert seqs(sent) == [4, 5, 6, 7, 8, 9, 10, None]
+    assert sent[-1] == {
+        "type": "resumed",
+        "session_id": str(SESSION),
+        "last_seq": 10,
+        "request_id": "r",
+    }
+
+
+async def test_a_socket_on_a_live_session_holds_its_events_until_the_first_frame() -> None:
+    h = Harness(FakeLog(10))
+    h.connection.start(baseline={SESSION: 8}, hold_s=60)
+    h.connection.offer(SendEvent(h.log.at(9)))
+    await asyncio.sleep(0.05)
+    assert h.socket.sent == []
+    h.connection.release()  # the first frame was not a resume
+    assert seqs(await h.settle()) == [9]
+    await h.connection.wait_closed()
+
+
+async def test_the_hold_ends_by_itself_for_a_client_that_sends_nothing() -> None:
+    h = Harness(FakeLog(10))
+    h.connection.start(baseline={SESSION: 8}, hold_s=0.05)
+    h.connection.offer(SendEvent(h.log.at(9)))
+    await asyncio.sleep(0.2)
+    assert seqs(await h.settle()) == [9]
+    await h.connection.wait_closed()
+
+
+async def test_a_socket_without_a_live_session_holds_nothing(harness: Harness) -> None:
+    harness.connection.start(baseline={})
+    harness.connection.offer(SendEvent(harness.log.at(1)))
+    assert seqs(await harness.settle()) == [1]
+
+
+async def test_a_late_resume_does_not_resend_what_arrived_live_before_it(harness: Harness) -> None:
+    # The client took longer than the hold: 9 and 10 went out live between ``connected``
+    # (last_seq 8) and the resume; the replay sends only 4..8, later copies are dropped.
+    harness.connection.start(baseline={SESSION: 8}, hold_s=0)
     harness.connection.offer(SendEvent(harness.log.at(9)))
     harness.connection.offer(SendEvent(harness.log.at(10)))
     harness.connection.offer(Replay(SESSION, 3))
@@ -252,7 +299,7 @@ async def test_resume_from_zero_of_an_ended_session_keeps_the_socket_open() -> N
 
 async def test_a_terminal_event_arriving_live_closes_the_socket() -> None:
     h = Harness(FakeLog(3, ending="session_completed"))
-    h.connection.start(baseline={SESSION: 3})
+    h.connection.start(baseline={SESSION: 3}, hold_s=0)
     h.connection.offer(SendEvent(h.log.at(4)))
     async with asyncio.timeout(2):
         await h.connection.closed.wait()
@@ -264,7 +311,7 @@ async def test_a_terminal_event_arriving_live_closes_the_socket() -> None:
 async def test_a_resume_the_log_cannot_answer_is_an_error_and_can_be_retried(
     harness: Harness,
 ) -> None:
-    harness.connection.start(baseline={SESSION: 8})
+    harness.connection.start(baseline={SESSION: 8}, hold_s=0)
     harness.log.broken = True
     harness.connection.offer(Replay(SESSION, 3, "r"))
     failed = await harness.settle()
@@ -341,7 +388,7 @@ async def test_a_resume_whose_second_page_fails_keeps_what_the_first_sent() -> N
 
 async def test_a_long_gap_is_filled_in_pages() -> None:
     h = Harness(FakeLog(500), page_size=200)
-    h.connection.start(baseline={SESSION: 1})
+    h.connection.start(baseline={SESSION: 1}, hold_s=0)
     h.connection.offer(SendEvent(h.log.at(500)))
     assert seqs(await h.settle()) == list(range(2, 501))
     assert max(h.log.pages) <= 200

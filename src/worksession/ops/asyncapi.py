@@ -232,9 +232,13 @@ INTRO: tuple[tuple[str, str], ...] = (
         "Reconnecting and resume",
         "A user may be connected from several devices; every event reaches all of them. "
         "After a disconnect, reconnect with backoff (see the close codes for when not to), "
-        "compare `connected.session.last_seq` with your own, and send "
-        '`{"type": "resume", "session_id": ..., "last_seq": <yours>}`: every event '
-        "after it follows in order, as you would have received it live, then `resumed`. "
+        "and send "
+        '`{"type": "resume", "session_id": ..., "last_seq": <yours>}` as your first frame: '
+        "every event after it follows in order, as you would have received it live, then "
+        "`resumed`, then what happened meanwhile, so the socket sees seq rise by exactly "
+        "one. Until a socket's first frame has been handled (at most 2 seconds) the "
+        "server holds back the live session's events, so a resume sent first is never "
+        "overtaken; a resume from the seq you already have just answers `resumed`. "
         "Ended sessions can be resumed until their messages expire (24 hours after the "
         "end). Send `auth_refresh` with a new token for the same user before the current "
         "one expires, or the socket is closed with 4401. `ping` is answered with `pong`.",

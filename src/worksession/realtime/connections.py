@@ -52,6 +52,12 @@ CLOSE_RESTARTING = 1012
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_REPLACED = 4409
 
+FIRST_FRAME_HOLD_S = 2.0
+"""How long a socket that opened on a live session keeps that session's news back while it
+waits for the client's first frame. A reconnecting client's first frame is ``resume``, and
+its replay must come before anything live (*1.1*: strictly in order); two seconds covers a
+slow mobile round trip, and a client that sends nothing costs its events that much delay."""
+
 
 class Socket(Protocol):
     """What a connection needs of a WebSocket (Starlette's satisfies it)."""
@@ -115,6 +121,8 @@ class Connection:
         self._fetch = fetch_events
         self._live_session_of = live_session_of
         self._pending: deque[Item] = deque()
+        self._held: deque[Item] | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None
         self._queue_size = queue_size
         self._page_size = page_size
         self._started = False
@@ -129,21 +137,45 @@ class Connection:
 
     # --- called from the reader, the hub and timers (never block) -----------------------
 
-    def start(self, *, baseline: dict[uuid.UUID, int]) -> None:
+    def start(self, *, baseline: dict[uuid.UUID, int], hold_s: float = FIRST_FRAME_HOLD_S) -> None:
         """Begin writing. ``baseline``: per session, the last seq the client already has
-        (from the ``connected`` snapshot); older events are not sent again unasked."""
+        (from the ``connected`` snapshot); older events are not sent again unasked.
+
+        A socket that opens on a live session holds what is queued until the client's
+        first frame has been handled (:meth:`release`) or ``hold_s`` passes: a ``resume``
+        sent first is replayed ahead of the events that arrived meanwhile, which then
+        follow it (those it replayed are dropped as sent)."""
         for session_id, seq in baseline.items():
             self._sent[session_id] = SentRange(seq, seq)
         self._started = True
+        if baseline and hold_s > 0:
+            self._held, self._pending = self._pending, deque()
+            self._hold_timer = asyncio.get_running_loop().call_later(hold_s, self.release)
+        self._wake_writer()
+
+    def release(self) -> None:
+        """The client's first frame was handled (or it took too long): what was held
+        follows whatever that frame queued (a replay)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        self._pending.extend(held)
         self._wake_writer()
 
     def offer(self, item: Item) -> None:
         """Queue ``item``; a client too slow to keep its queue from filling is cut off."""
         if self.closed.is_set() or self._closing is not None:
             return
-        if len(self._pending) >= self._queue_size:
+        held = self._held
+        if len(self._pending) + (len(held) if held is not None else 0) >= self._queue_size:
             logger.warning("closing a slow consumer (%s, queue full)", self.role)
             self.close_soon(CLOSE_POLICY, "slow consumer")
+            return
+        if held is not None and not isinstance(item, Replay):
+            held.append(item)
             return
         self._pending.append(item)
         self._wake_writer()
@@ -170,6 +202,8 @@ class Connection:
 
     async def wait_closed(self) -> None:
         """Stop writing and wait for the writer (the reader calls this on disconnect)."""
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
         for task in (self._writer, self._closing):

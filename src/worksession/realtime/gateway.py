@@ -239,6 +239,7 @@ class SocketSession:
             if raw is None:
                 raw = message.get("bytes") or b""
             await self._on_frame(raw)
+            self.connection.release()
 
     async def _on_frame(self, raw: str | bytes) -> None:
         bucket = self.bucket
