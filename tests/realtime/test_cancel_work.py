@@ -66,7 +66,7 @@ async def test_cancel_work_tells_every_seeker_socket_and_every_offered_provider(
         query = select(WorkOffer.provider_id, WorkOffer.status).where(
             WorkOffer.work_order_id == work_id
         )
-        offers = {provider: status for provider, status in (await s.execute(query)).all()}
+        offers = dict((await s.execute(query)).all())
     assert status == "withdrawn"
     assert offers == {p1: "withdrawn", p2: "declined"}
 
