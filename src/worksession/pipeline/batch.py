@@ -52,9 +52,9 @@ def needs_of(commands: Sequence[c.Command]) -> Needs:
                 needs.orders.add(work_id)
                 needs.live_users.add(("provider", provider_id))
                 needs.live_seekers_of_orders.add(work_id)
-            case c.DeclineWork(work_id=work_id) | c.WithdrawWork(work_id=work_id) if _possible(
-                work_id
-            ):
+            case c.DeclineWork(work_id=work_id) if _possible(work_id):
+                needs.orders.add(work_id)
+            case c.WithdrawWork(work_id=work_id) if _possible(work_id):
                 needs.orders.add(work_id)
             case c.ExpireOffers():
                 needs.due_orders = True
