@@ -157,3 +157,50 @@ def test_0003_keeps_the_data_both_ways(backend: str, tmp_path: Path) -> None:
         assert _execute(url, *_COUNTS) == [[(1,)]] * 3
     finally:
         discard_database_url(url)
+
+
+_ORDER = (
+    "INSERT INTO work_orders (id, seeker_id, status, details, offer_expires_at, created_at,"
+    " updated_at) VALUES (:id, 's1', :status, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP,"
+    " CURRENT_TIMESTAMP)"
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_0006_allows_withdrawn_and_keeps_the_data_both_ways(backend: str, tmp_path: Path) -> None:
+    """0006 widens the order status CHECK in place (on SQLite by editing the table's text:
+    a rebuild would drop the offers with the table, ON DELETE CASCADE), and its downgrade
+    turns withdrawn orders into expired ones before narrowing it back."""
+    from sqlalchemy.exc import IntegrityError
+
+    url = fresh_database_url(backend, tmp_path)
+    try:
+        migrate.upgrade(url, "0005")
+        _execute(
+            url,
+            _ORDER,
+            "INSERT INTO work_offers (work_order_id, provider_id, status, created_at, updated_at)"
+            " VALUES (1, 'p1', 'offered', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+            id=1,
+            status="pending",
+        )
+        with pytest.raises(IntegrityError, match="ck_work_orders_status"):
+            _execute(url, _ORDER, id=2, status="withdrawn")
+
+        migrate.upgrade(url)
+        _execute(url, _ORDER, id=2, status="withdrawn")
+        with pytest.raises(IntegrityError, match="ck_work_orders_status"):
+            _execute(url, _ORDER, id=3, status="withheld")
+        offers = "SELECT count(*) FROM work_offers"
+        statuses = "SELECT id, status FROM work_orders ORDER BY id"
+        assert _execute(url, offers, statuses) == [[(1,)], [(1, "pending"), (2, "withdrawn")]]
+
+        migrate.downgrade(url, "0005")
+        assert _execute(url, offers, statuses) == [[(1,)], [(1, "pending"), (2, "expired")]]
+        with pytest.raises(IntegrityError, match="ck_work_orders_status"):
+            _execute(url, "UPDATE work_orders SET status = 'withdrawn' WHERE id = 2")
+
+        migrate.upgrade(url)
+        _execute(url, "UPDATE work_orders SET status = 'withdrawn' WHERE id = 2")
+    finally:
+        discard_database_url(url)

@@ -21,6 +21,7 @@ from worksession.orders.offers import (
     decide_create,
     decide_decline,
     decide_expire,
+    decide_withdraw,
 )
 from worksession.pipeline import commands as c
 from worksession.pipeline.decision import Decision
@@ -39,6 +40,7 @@ DECIDERS: dict[type[Any], Callable[[World, Any, datetime], Decision]] = {
     c.CreateWorkOrder: decide_create,
     c.AcceptWork: decide_accept,
     c.DeclineWork: decide_decline,
+    c.WithdrawWork: decide_withdraw,
     c.ExpireOffers: decide_expire,
     c.SelectMediums: decide_select,
     c.ShareMediums: decide_share,

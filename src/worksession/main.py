@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(docs.router)
     app.include_router(orders_rest.router)
+    app.include_router(orders_rest.participant_router)
     app.include_router(sessions_rest.participant_router)
     app.include_router(sessions_rest.internal_router)
     app.include_router(availability_rest.router)

@@ -30,7 +30,7 @@ from worksession.kit.jwt import TokenVerifier
 from worksession.main import create_app
 from worksession.models import WorkSession
 from worksession.ops import asyncapi
-from worksession.orders.offers import pending_work
+from worksession.orders.offers import open_order, pending_work
 from worksession.pipeline.commands import (
     AcceptWork,
     AcknowledgeMessage,
@@ -46,6 +46,7 @@ from worksession.pipeline.commands import (
     SendMessage,
     ShareMediums,
     StartChat,
+    WithdrawWork,
 )
 from worksession.pipeline.decision import AnsweredByEvent, AnswerFrame
 from worksession.pipeline.rows import Policy
@@ -196,7 +197,7 @@ def test_each_channel_lists_what_its_role_may_send_and_receive(document: dict[st
         return {messages[k]["name"] for k in keys if messages[k]["x-direction"] == direction}
 
     every_inbound = set(inbound.INBOUND_TYPES)
-    assert names("provider", "client") == every_inbound - {"medium_selection"}
+    assert names("provider", "client") == every_inbound - {"medium_selection", "cancel_work"}
     assert names("seeker", "client") == every_inbound - {
         "work_response",
         "medium_share",
@@ -204,7 +205,7 @@ def test_each_channel_lists_what_its_role_may_send_and_receive(document: dict[st
     }
     seeker_in, provider_in = names("seeker", "server"), names("provider", "server")
     assert {"work_request", "work_unavailable", "work_declined"}.isdisjoint(seeker_in)
-    assert {"work_rejected", "work_expired"}.isdisjoint(provider_in)
+    assert {"work_rejected", "work_expired", "work_withdrawn"}.isdisjoint(provider_in)
     every_outbound = {
         get_args(m.model_fields["type"].annotation)[0] for m in outbound.OUTBOUND_MODELS
     }
@@ -430,12 +431,18 @@ def _decided() -> _Batch:
     batch.submit(CompleteSession(SESSION_A, "provider-1"), "provider")
     batch.submit(AcceptWork(4, "provider-5", SESSION_B), "provider")
     batch.submit(CancelSession(SESSION_B, Actor("seeker-4", "seeker")), "seeker")
+    # Withdrawn by its seeker: work_withdrawn for them, work_unavailable for the providers.
+    batch.submit(CreateWorkOrder("seeker-6", ("provider-6", "provider-7"), {}, None, 6))
+    batch.refuse(WithdrawWork(6, "seeker-7"), "seeker")
+    batch.submit(WithdrawWork(6, "seeker-6"), "seeker")
+    batch.refuse(WithdrawWork(6, "seeker-6"), "seeker")
     return batch
 
 
 async def _connected_frames(orders: list[Any]) -> list[Sent]:
     """``connected`` as the gateway builds it: the snapshot from ``snapshot_for`` (over rows
-    standing in for the database's), the open offers from ``pending_work``."""
+    standing in for the database's), the open offers from ``pending_work``, a seeker's
+    pending orders from ``open_order``."""
     rows = {
         ("seeker", "seeker-1"): WorkSession(
             session_id=SESSION_A,
@@ -481,6 +488,7 @@ async def _connected_frames(orders: list[Any]) -> list[Sent]:
                 server_time=utcnow(),
                 session=snapshot,
                 pending_work=[pending_work(o) for o in orders] if role == "provider" else [],
+                open_orders=[open_order(o) for o in orders] if role == "seeker" else [],
             )
             sent.append((role, frame.model_dump_json()))
     return sent

@@ -139,6 +139,9 @@ chat_texts = st.text(
 FRAME_SHAPES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "ping": st.fixed_dictionaries({}),
     "work_response": st.fixed_dictionaries({"work_id": work_ids, "accepted": st.booleans()}),
+    # The fuzzed session's order is accepted: a withdrawal of it, or of an id nobody has,
+    # is refused, and the session goes on.
+    "cancel_work": st.fixed_dictionaries({"work_id": work_ids}),
     "medium_selection": st.fixed_dictionaries({"session_id": session_ids, "mediums": mediums}),
     "medium_share": st.fixed_dictionaries({"session_id": session_ids, "mediums": mediums}),
     "location_update": st.fixed_dictionaries(

@@ -105,3 +105,58 @@ async def test_the_largest_row_id_a_cursor_may_carry_still_pages(
 
     assert response.status_code == 200, response.text
     assert len(response.json()["sessions"]) == 1
+
+
+@pytest.mark.parametrize("cursor", _forged("o1", ROW_ID_OUT_OF_RANGE))
+@pytest.mark.parametrize("role", ["seeker", "provider"])
+async def test_a_forged_work_order_cursor_is_422(
+    client: httpx.AsyncClient, db: Database, db_url: str, cursor: str, role: str
+) -> None:
+    # A real order of each caller's, so that a cursor that decoded would reach the query.
+    response = await client.post(
+        "/internal/v1/work-orders",
+        json={"seeker_id": SEEKER, "provider_ids": [PROVIDER]},
+        headers=bearer(db_url),
+    )
+    assert response.status_code == 201, response.text
+
+    response = await client.get(
+        "/v1/me/work-orders",
+        params={"cursor": cursor},
+        headers=bearer(db_url, role, SEEKER if role == "seeker" else PROVIDER),  # type: ignore[arg-type]
+    )
+
+    assert response.status_code == 422, response.text
+    assert [e["loc"] for e in response.json()["detail"]] == [["query", "cursor"]]
+
+
+@pytest.mark.parametrize("kind", ["s1", "m1"])
+async def test_another_listings_cursor_is_422_for_work_orders(
+    client: httpx.AsyncClient, db_url: str, kind: str
+) -> None:
+    response = await client.get(
+        "/v1/me/work-orders",
+        params={"cursor": _cursor(kind, *([1] * (2 if kind == "m1" else 1)))},
+        headers=bearer(db_url, "seeker", SEEKER),
+    )
+    assert response.status_code == 422, response.text
+
+
+async def test_the_largest_work_id_a_cursor_may_carry_still_pages(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    created = await client.post(
+        "/internal/v1/work-orders",
+        json={"seeker_id": SEEKER, "provider_ids": [PROVIDER]},
+        headers=bearer(db_url),
+    )
+    assert created.status_code == 201, created.text
+
+    response = await client.get(
+        "/v1/me/work-orders",
+        params={"cursor": _cursor("o1", 2**31 - 1)},
+        headers=bearer(db_url, "seeker", SEEKER),
+    )
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["work_orders"]) == 1

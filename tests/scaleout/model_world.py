@@ -36,6 +36,7 @@ RANK = {
         "accepted": 1,
         "rejected": 2,
         "expired": 2,
+        "withdrawn": 2,
         "cancelled": 2,
         "completed": 2,
     },

@@ -2,8 +2,9 @@
 
 A Hypothesis state machine drives real sockets and the internal REST API of two
 ``worksession serve`` processes sharing PostgreSQL and Redis, with 2 seekers and 3 providers
-per example (fresh ids each time), each user with up to 2 sockets on either worker. Steps
-are one at a time, except two races: two providers accepting one order at once, and a
+per example (fresh ids each time), each user with up to 2 sockets on either worker; seekers
+withdraw orders too (``cancel_work`` or the internal API, *1.1*). Steps are one at a time,
+except two races: two providers accepting one order at once, and a
 seeker cancelling while the provider completes. After every step, once the step's answers
 and every frame it fans out have arrived, it checks:
 
@@ -317,6 +318,56 @@ class ServiceModel(RuleBasedStateMachine):
         self.provider_active[provider.id] = False
         self.seeker_searching[order.seeker.id] = False
         STATS["sessions opened"] += 1
+
+    @rule(data=st.data(), internal=st.sampled_from([False, False, True]), worker=st.integers(0, 1))
+    def withdraw(self, data: st.DataObject, internal: bool, worker: int) -> None:
+        """*1.1* A seeker's ``cancel_work``, or the internal API's cancel: mostly a pending
+        order of the seeker's own; sometimes any, which may be refused."""
+        sock = self.pick(data, [s for s in self.open_sockets() if s.user.role == "seeker"])
+        anyone = self.now_and_then(data)
+        index = data.draw(st.integers(0, 255))
+        orders = list(self.orders.values())
+        if not orders or (sock is None and not internal):
+            return
+        mine = [
+            o
+            for o in orders
+            if o.status == "pending" and (internal or sock is None or o.seeker is sock.user)
+        ]
+        pool = orders if anyone or not mine else mine
+        self.run(self._withdraw(None if internal else sock, pool[index % len(pool)], worker))
+
+    async def _withdraw(self, sock: Sock | None, order: Order, worker: int) -> None:
+        pending = order.status == "pending"
+        if sock is None:
+            path = f"/internal/v1/work-orders/{order.work_id}/cancel"
+            response = await self.internal(worker, "POST", path)
+            if not pending:
+                assert response.status_code == 409, response.text
+                assert response.json()["code"] == "work_unavailable"
+                return
+            assert response.status_code == 200, response.text
+            assert response.json()["status"] == "withdrawn"
+        else:
+            answer = await self.ask(sock, {"type": "cancel_work", "work_id": order.work_id})
+            if order.seeker is not sock.user:
+                self.expect_error(answer, "work_not_found")
+                return
+            if not pending:
+                self.expect_error(answer, "work_unavailable")
+                return
+            assert answer["type"] == "work_withdrawn", answer
+            assert answer["work_id"] == order.work_id
+        order.status = "withdrawn"
+        for provider_id, status in order.offers.items():
+            if status == "offered":
+                order.offers[provider_id] = "withdrawn"
+                provider = next(p for p in self.providers if p.id == provider_id)
+                self.expect_other(provider, "work_unavailable", order.work_id)
+        for other in self.open_sockets(order.seeker):
+            if other is not sock:
+                other.expected_others[("work_withdrawn", order.work_id)] += 1
+        STATS["orders withdrawn"] += 1
 
     # --- rules: races --------------------------------------------------------------------
 
@@ -800,14 +851,22 @@ class ServiceModel(RuleBasedStateMachine):
             sock.follows[live.session_id] = snapshot["last_seq"]
             sock.follows_live.add(live.session_id)
         pending = sorted(w["work_id"] for w in connected["pending_work"])
+        open_orders = [o["work_id"] for o in connected["open_orders"]]
         if user.role == "provider":
             assert pending == sorted(
                 o.work_id
                 for o in self.orders.values()
                 if o.status == "pending" and o.offers.get(user.id) == "offered"
             ), sock.name
+            assert open_orders == []
         else:
             assert pending == []
+            # *1.1* The seeker's pending orders, oldest first.
+            assert open_orders == sorted(
+                o.work_id
+                for o in self.orders.values()
+                if o.status == "pending" and o.seeker is user
+            ), sock.name
         self.sockets.append(sock)
 
     @rule(data=st.data(), worker=st.integers(0, 1))

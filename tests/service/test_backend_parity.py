@@ -182,6 +182,75 @@ async def play_on(url: str, *, batched: bool) -> Any:
         await database.dispose()
 
 
+async def play_withdrawals(db: Database, *, batched: bool) -> Any:
+    """Orders withdrawn (by their seeker, by the internal API), refused (another seeker's,
+    one already taken, one withdrawn twice), and a withdrawal and an accept in one step."""
+    broker = Recorder()
+    clock = iter(NOW + timedelta(seconds=i) for i in range(1000))
+    pipeline = pipeline_for(db, broker, clock=lambda: next(clock))
+    trace: list[Any] = []
+    seekers = ("seeker-w1", "seeker-w2", "seeker-w3")
+    try:
+        work_ids = []
+        for seeker in seekers:
+            created = await pipeline.submit(
+                c.CreateWorkOrder(seeker, (PROVIDER.user_id, OTHER.user_id), {"job": seeker})
+            )
+            work_ids.append(created.result(WorkOrderView).work_id)
+        trace.append(broker.take())
+        first, second, third = work_ids
+        steps: list[list[c.Command]] = [
+            [c.DeclineWork(first, OTHER.user_id)],
+            [
+                c.WithdrawWork(first, "seeker-w2"),  # not theirs
+                c.WithdrawWork(first, "seeker-w1"),
+                c.WithdrawWork(first, "seeker-w1"),  # again
+                c.AcceptWork(first, PROVIDER.user_id, session_id=uuid.UUID(int=0xF1)),
+            ],
+            [
+                c.AcceptWork(second, PROVIDER.user_id, session_id=SESSION),
+                c.WithdrawWork(second, "seeker-w2"),
+            ],
+            [c.WithdrawWork(third, None), c.WithdrawWork(2**31 + 1, None)],
+        ]
+        for step in steps:
+            if batched:
+                results = await asyncio.gather(
+                    *(pipeline.submit(command) for command in step), return_exceptions=True
+                )
+            else:
+                results = []
+                for command in step:
+                    try:
+                        results.append(await pipeline.submit(command))
+                    except WorksessionError as error:
+                        results.append(error)
+            trace.append([observed(r) for r in results])
+            trace.append(broker.take())
+        assert pipeline.splits == 0
+    finally:
+        await pipeline.store.dispose()
+    return trace, await rows(db)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
+async def test_both_databases_withdraw_alike(fresh_urls: dict[str, str], batched: bool) -> None:
+    traces = []
+    for backend in ("sqlite", "postgresql"):
+        database = Database(fresh_urls[backend])
+        try:
+            traces.append(await play_withdrawals(database, batched=batched))
+        finally:
+            await database.dispose()
+    on_sqlite, on_postgres = traces
+    assert on_sqlite == on_postgres
+    trace, found = on_sqlite
+    flat = repr(trace)
+    for expected in ("work_withdrawn", "work_unavailable", "work_not_found"):
+        assert expected in flat, expected
+    assert [status for _, status, _ in found["orders"]] == ["withdrawn", "accepted", "withdrawn"]
+
+
 @pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
 async def test_both_databases_answer_alike(fresh_urls: dict[str, str], batched: bool) -> None:
     on_sqlite = await play_on(fresh_urls["sqlite"], batched=batched)

@@ -189,7 +189,8 @@ async def test_sweep_erases_details_and_location_of_orders_ended_past_retention(
     old = NOW - timedelta(hours=25)
     async with db.transaction() as s:
         gone = {
-            status: await _order(s, status, old) for status in ("rejected", "expired", "cancelled")
+            status: await _order(s, status, old)
+            for status in ("rejected", "expired", "cancelled", "withdrawn")
         }
         kept = {
             "pending": await _order(s, "pending", old, offer_expires_at=NOW + timedelta(minutes=1)),
@@ -200,7 +201,7 @@ async def test_sweep_erases_details_and_location_of_orders_ended_past_retention(
     outcome, _ = await run(db, SweepExpired(), now=NOW, rules=policy(retention_hours=24))
 
     [result] = outcome.swept
-    assert result.orders == 3
+    assert result.orders == 4
     async with db.transaction() as s:
         orders = {o.id: o for o in (await s.execute(select(WorkOrder))).scalars()}
     for work_id in gone.values():

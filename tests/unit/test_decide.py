@@ -1347,6 +1347,67 @@ def test_the_last_open_offer_declined_rejects_the_order_and_tells_the_seeker() -
     refused(world, c.AcceptWork(WORK, P2), at(4), WorkUnavailable)
 
 
+@pytest.mark.parametrize("seeker_id", [SEEKER, None], ids=["seeker", "internal-api"])
+def test_withdraw_ends_the_order_and_its_open_offers_and_tells_everyone(
+    seeker_id: str | None,
+) -> None:
+    world = world_of(
+        orders=[order_row()],
+        offers=[offer_row(P1), offer_row(P2, status="declined"), offer_row(P3)],
+    )
+    decision = step(world, c.WithdrawWork(WORK, seeker_id), at(5))
+
+    withdrawn = out.WorkWithdrawn(type="work_withdrawn", work_id=WORK)
+    gone = out.WorkUnavailable(type="work_unavailable", work_id=WORK)
+    assert decision.out == (
+        Notice((("seeker", SEEKER),), withdrawn, answers_requester=True),
+        Notice((("provider", P1),), gone),
+        Notice((("provider", P3),), gone),
+    )
+    assert decision.reply == AnswerFrame(withdrawn)
+    assert decision.events == ()
+    (order,) = writes_of(decision, PutOrder)
+    assert (order.row.status, order.row.updated_at, order.new) == ("withdrawn", at(5), False)
+    assert [
+        (w.row.provider_id, w.row.status, w.row.responded_at) for w in writes_of(decision, PutOffer)
+    ] == [
+        (P1, "withdrawn", None),
+        (P3, "withdrawn", None),
+    ]
+    assert decision.observations == (OfferOutcome("withdrawn"),)
+    # Settled: neither an accept nor a second withdrawal finds it pending any more.
+    refused(world, c.AcceptWork(WORK, P1, session_id=S1), at(6), WorkUnavailable)
+    refused(world, c.WithdrawWork(WORK, SEEKER), at(6), WorkUnavailable)
+
+
+def test_withdraw_after_an_accept_in_the_same_batch_is_work_unavailable() -> None:
+    world = offers_world()
+    step(world, c.AcceptWork(WORK, P1, session_id=S1), at(1))
+    refused(world, c.WithdrawWork(WORK, SEEKER), at(1), WorkUnavailable)
+    assert world.orders[WORK].status == "accepted"
+
+
+@pytest.mark.parametrize(
+    "status", ["accepted", "rejected", "expired", "withdrawn", "cancelled", "completed"]
+)
+def test_withdraw_of_an_order_no_longer_pending_is_work_unavailable(status: str) -> None:
+    refused(offers_world(status=status), c.WithdrawWork(WORK, SEEKER), at(1), WorkUnavailable)
+
+
+def test_withdraw_of_an_order_past_its_deadline_is_work_unavailable() -> None:
+    world = offers_world(expires_at=at(5))
+    refused(world, c.WithdrawWork(WORK, SEEKER), at(5), WorkUnavailable)
+    assert step(world, c.WithdrawWork(WORK, SEEKER), at(4)).writes
+
+
+def test_withdraw_of_another_seekers_or_no_order_is_work_not_found() -> None:
+    world = offers_world()
+    refused(world, c.WithdrawWork(WORK, STRANGER), at(1), WorkNotFound)
+    refused(world, c.WithdrawWork(WORK, P1), at(1), WorkNotFound)
+    refused(world, c.WithdrawWork(999, SEEKER), at(1), WorkNotFound)
+    refused(world, c.WithdrawWork(999, None), at(1), WorkNotFound)
+
+
 def test_expiry_expires_due_orders_and_their_open_offers_with_notices() -> None:
     world = world_of(
         orders=[
@@ -1563,6 +1624,8 @@ PURITY_CASES: list[tuple[str, c.Command]] = [
     ("accept", c.AcceptWork(WORK, P1, session_id=S1)),
     ("accept-refused", c.AcceptWork(WORK, STRANGER, session_id=S1)),
     ("decline", c.DeclineWork(WORK, P2)),
+    ("withdraw", c.WithdrawWork(WORK, "s-7")),
+    ("withdraw-refused", c.WithdrawWork(WORK, SEEKER)),
     ("expire", c.ExpireOffers()),
     ("select", c.SelectMediums(SID, SEEKER, MOBILE)),
     ("share", c.ShareMediums(SID, PROVIDER, MOBILE)),

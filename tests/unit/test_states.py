@@ -29,6 +29,7 @@ def test_wire_values() -> None:
         "expired",
         "cancelled",
         "completed",
+        "withdrawn",
     ]
     assert [o.value for o in O] == ["offered", "accepted", "declined", "withdrawn", "expired"]
     assert [m.value for m in M] == ["sent", "delivered", "read"]

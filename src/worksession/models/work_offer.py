@@ -27,4 +27,6 @@ class WorkOffer(Timestamped, Base):
         UniqueConstraint("work_order_id", "provider_id"),
         # ``connected.pending_work`` looks up a provider's open offers.
         Index(None, "provider_id", "status"),
+        # A provider's offers newest first (``GET /v1/me/work-orders``).
+        Index(None, "provider_id", "work_order_id"),
     )

@@ -12,6 +12,8 @@ from worksession.models.base import Base, Timestamped, UserId
 TO_ERASE_SQL = text("erased_at IS NULL AND status NOT IN ('pending', 'accepted')")
 """Orders that have ended (every status but these two is final) and still hold their
 details and the seeker's location: what the retention sweep looks at."""
+STATUSES = "('pending', 'accepted', 'rejected', 'expired', 'cancelled', 'completed', 'withdrawn')"
+"""What the CHECK constraint named ``status`` allows (``sessions.states.WorkOrderStatus``)."""
 PERSONAL_COLUMNS: tuple[str, ...] = ("details", "seeker_latitude", "seeker_longitude")
 """What the retention sweep erases (PROTOCOL 5): ``details`` becomes ``{}``, the location
 null."""
@@ -36,12 +38,14 @@ class WorkOrder(Timestamped, Base):
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('pending', 'accepted', 'rejected', 'expired', 'cancelled', 'completed')",
+            f"status IN {STATUSES}",
             name="status",
         ),
         # The offer-expiry job scans pending orders by deadline.
         Index(None, "status", "offer_expires_at"),
-        Index(None, "seeker_id"),
+        # A seeker's orders newest first (``GET /v1/me/work-orders``), and their pending
+        # ones (``connected.open_orders``).
+        Index(None, "seeker_id", "id"),
         Index(
             "ix_work_orders_to_erase",
             "updated_at",

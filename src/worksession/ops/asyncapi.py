@@ -54,12 +54,14 @@ RECEIVED_ONLY_BY: dict[str, Role] = {
     "mediums_shared": "provider",
     "work_rejected": "seeker",
     "work_expired": "seeker",
+    "work_withdrawn": "seeker",
     "mediums_selected": "seeker",
     "provider_mediums_shared": "seeker",
 }
 """Server frames only one role ever receives; every other server frame can reach both.
 
-Offers and their fate go to providers, the seeker learns that nobody took the work; each
+Offers and their fate go to providers, the seeker learns that nobody took the work (or
+that their own withdrawal of it, ``work_withdrawn``, went through); each
 side's own mediums come back as ``mediums_selected``/``mediums_shared`` and the other
 side's as ``seeker_mediums_selected``/``provider_mediums_shared`` (see
 ``eventlog.render``, which the tests check this table against)."""

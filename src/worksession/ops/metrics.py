@@ -87,7 +87,8 @@ SESSION_OUTCOMES = Counter(
 OFFER_OUTCOMES = Counter(
     "worksession_offer_outcomes",
     "Work offers answered (accepted, declined by a provider) and work orders that found "
-    "nobody (rejected: every provider declined; expired: nobody answered in time).",
+    "nobody (rejected: every provider declined; expired: nobody answered in time; "
+    "withdrawn: the seeker took the order back).",
     ["outcome"],
 )
 TICK_DURATION = Histogram(
@@ -118,7 +119,7 @@ for _role in ROLES:
     OPEN_SOCKETS.labels(_role)
 for _outcome in ("cancelled", "completed"):
     SESSION_OUTCOMES.labels(_outcome)
-for _outcome in ("accepted", "declined", "rejected", "expired"):
+for _outcome in ("accepted", "declined", "rejected", "expired", "withdrawn"):
     OFFER_OUTCOMES.labels(_outcome)
 
 _FRAME_PREFIX = '{"type":"'

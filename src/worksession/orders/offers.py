@@ -29,7 +29,13 @@ from worksession.orders.schemas import (
     WorkOrderCreated,
     WorkOrderView,
 )
-from worksession.pipeline.commands import AcceptWork, CreateWorkOrder, DeclineWork, ExpireOffers
+from worksession.pipeline.commands import (
+    AcceptWork,
+    CreateWorkOrder,
+    DeclineWork,
+    ExpireOffers,
+    WithdrawWork,
+)
 from worksession.pipeline.decision import (
     ANSWERED_BY_EVENT,
     AnswerFrame,
@@ -198,6 +204,43 @@ def decide_decline(world: World, command: DeclineWork, now: datetime) -> Decisio
     )
 
 
+def decide_withdraw(world: World, command: WithdrawWork, now: datetime) -> Decision:
+    """The seeker takes back a pending order (*1.1*): it becomes ``withdrawn`` and its open
+    offers ``withdrawn`` too, as when another provider took it. Every socket of the seeker
+    hears ``work_withdrawn`` (the asking one as its answer), every provider still offered
+    ``work_unavailable``.
+
+    ``work_not_found`` for no such order, or another seeker's (the two are not told
+    apart); ``work_unavailable`` once it is not pending, its deadline passed included, as
+    for an accept: the expiry job is about to tell the seeker ``work_expired``. The order
+    is locked like every command about it, so a withdrawal and an accept racing are
+    decided one after the other, and the second finds the order settled."""
+    order = world.order(command.work_id)
+    if order is None or command.seeker_id not in (None, order.seeker_id):
+        raise WorkNotFound()
+    if order.status != PENDING or order.offer_expires_at <= now:
+        raise WorkUnavailable()
+    still_open = [
+        evolve(offer, status=OfferStatus.WITHDRAWN.value, updated_at=now)
+        for offer in world.offers_of(order.id)
+        if offer.status == OFFERED
+    ]
+    withdrawn = out.WorkWithdrawn(type="work_withdrawn", work_id=order.id)
+    gone = out.WorkUnavailable(type="work_unavailable", work_id=order.id)
+    return Decision(
+        out=(
+            Notice((("seeker", order.seeker_id),), withdrawn, answers_requester=True),
+            *(Notice((("provider", o.provider_id),), gone) for o in still_open),
+        ),
+        writes=(
+            PutOrder(_moved(order, WorkOrderStatus.WITHDRAWN, now)),
+            *(PutOffer(o) for o in still_open),
+        ),
+        reply=AnswerFrame(withdrawn),
+        observations=(OfferOutcome("withdrawn"),),
+    )
+
+
 def decide_expire(world: World, command: ExpireOffers, now: datetime) -> Decision:
     """Expire every pending order past its deadline and its open offers; tell the seekers
     (``work_expired``) and the providers still offered (``work_unavailable``)."""
@@ -270,6 +313,16 @@ def pending_work(order: Any) -> out.PendingWork:
         work_id=order.id,
         details=order.details,
         seeker_location=None if location is None else {"lat": location.lat, "lng": location.lng},
+        created_at=order.created_at,
+        expires_at=order.offer_expires_at,
+    )
+
+
+def open_order(order: Any) -> out.OpenOrder:
+    """One entry of ``connected.open_orders`` (*1.1*), from a row or a model."""
+    return out.OpenOrder(
+        work_id=order.id,
+        details=order.details,
         created_at=order.created_at,
         expires_at=order.offer_expires_at,
     )

@@ -1,23 +1,34 @@
-"""Internal REST API for work orders (service tokens), PROTOCOL 7."""
+"""REST for work orders, PROTOCOL 7: the internal API (service tokens) creates, reads and
+withdraws them; (*1.1*) a participant lists their own."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Depends, Path, Query, status
 
+from worksession.kit.cursor import MAX_CURSOR_CHARS
 from worksession.orders import lookup
 from worksession.orders.schemas import (
     MAX_WORK_ID,
+    MyWorkOrderPage,
     WorkOrderCreate,
     WorkOrderCreated,
     WorkOrderView,
 )
-from worksession.pipeline.commands import CreateWorkOrder
-from worksession.rest_auth import AUTH_RESPONSES, BODY_RESPONSES, ErrorDetail, ServiceCaller
+from worksession.pipeline.commands import CreateWorkOrder, WithdrawWork
+from worksession.rest_auth import (
+    AUTH_RESPONSES,
+    BODY_RESPONSES,
+    ErrorDetail,
+    ParticipantCaller,
+    ServiceCaller,
+)
+from worksession.sessions.rest import decoded_cursor, participant_role
 from worksession.state import AppState, get_state
 
 router = APIRouter(prefix="/internal/v1", tags=["internal"], responses=AUTH_RESPONSES)
+participant_router = APIRouter(prefix="/v1", tags=["participant"], responses=AUTH_RESPONSES)
 
 # Out of the key's range is a 422 here, never a database error (a 500).
 WorkIdPath = Annotated[int, Path(ge=1, le=MAX_WORK_ID, description="The work order's id.")]
@@ -67,3 +78,59 @@ async def get_work_order(
 ) -> WorkOrderView:
     async with state.db.transaction() as db:
         return await lookup.get_work_order(db, work_id)
+
+
+@router.post(
+    "/work-orders/{work_id}/cancel",
+    response_model=WorkOrderView,
+    summary="Withdraw a pending work order",
+    description="1.1: the same as the seeker's `cancel_work` frame, for any order. The order "
+    "becomes `withdrawn`, its open offers `withdrawn`; every socket of the seeker gets "
+    "`work_withdrawn`, every provider still offered `work_unavailable`.",
+    responses={
+        status.HTTP_404_NOT_FOUND: {"model": ErrorDetail, "description": "No such work order"},
+        status.HTTP_409_CONFLICT: {
+            "model": ErrorDetail,
+            "description": "`work_unavailable`: the order is no longer pending (accepted, "
+            "rejected, expired or already withdrawn); nothing changed",
+        },
+    },
+)
+async def cancel_work_order(
+    work_id: WorkIdPath, _caller: ServiceCaller, state: State
+) -> WorkOrderView:
+    await state.pipeline.submit(WithdrawWork(work_id, None))
+    async with state.db.transaction() as db:
+        return await lookup.get_work_order(db, work_id)
+
+
+@participant_router.get(
+    "/me/work-orders",
+    response_model=MyWorkOrderPage,
+    summary="The caller's work orders, newest first",
+    description="1.1: a seeker's own orders, or the orders offered to a provider, with how "
+    "each ended; what a seeker who was offline when it happened reads to learn it.",
+)
+async def my_work_orders(
+    caller: ParticipantCaller,
+    state: State,
+    limit: Annotated[
+        int, Query(ge=1, le=lookup.MAX_PAGE_SIZE, description="Orders per page.")
+    ] = lookup.DEFAULT_PAGE_SIZE,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_CURSOR_CHARS,
+            description="The `next_cursor` of the previous page; absent for the newest page.",
+        ),
+    ] = None,
+) -> MyWorkOrderPage:
+    before_id = decoded_cursor(lookup.decode_order_cursor, cursor, "cursor")
+    async with state.db.transaction() as db:
+        return await lookup.my_work_orders(
+            db,
+            user_id=caller.sub,
+            role=participant_role(caller),
+            before_id=before_id,
+            limit=limit,
+        )

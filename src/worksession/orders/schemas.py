@@ -95,7 +95,9 @@ class OfferView(BaseModel):
 class WorkOrderView(BaseModel):
     work_id: int
     seeker_id: str
-    status: str = Field(description="pending, accepted, rejected, expired, cancelled or completed")
+    status: str = Field(
+        description="pending, accepted, rejected, expired, cancelled, completed or (1.1) withdrawn"
+    )
     details: dict[str, Any] = Field(
         description="As created; {} once erased, 24 h after the order ended (PROTOCOL 5)."
     )
@@ -120,4 +122,35 @@ class WorkOrderCreated(WorkOrderView):
     skipped: list[SkippedProvider] = Field(
         description="The providers it was not offered to, and why; nothing about them is "
         "stored, so the order read back does not list them."
+    )
+
+
+OrderStatusName = Literal[
+    "pending", "accepted", "rejected", "expired", "withdrawn", "cancelled", "completed"
+]
+
+
+class MyWorkOrder(BaseModel):
+    """One of the caller's work orders (*1.1*): a seeker's own, or one offered to a
+    provider."""
+
+    work_id: int
+    status: OrderStatusName = Field(
+        description="The order's status. cancelled and completed: its session ended so. "
+        "A pending order past `expires_at` is shown expired (the expiry job marks it within "
+        "a second or so)."
+    )
+    created_at: UtcTimestamp
+    expires_at: UtcTimestamp = Field(description="When the offers lapse if nobody accepts.")
+    session_id: uuid.UUID | None = Field(
+        description="The session the accept created; null before (for a provider: null "
+        "unless it is their own session)."
+    )
+
+
+class MyWorkOrderPage(BaseModel):
+    work_orders: list[MyWorkOrder] = Field(description="Newest first")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null on the last page. "
+        "Opaque: do not build or alter it."
     )

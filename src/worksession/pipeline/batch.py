@@ -54,6 +54,8 @@ def needs_of(commands: Sequence[c.Command]) -> Needs:
                 needs.live_seekers_of_orders.add(work_id)
             case c.DeclineWork(work_id=work_id) if _possible(work_id):
                 needs.orders.add(work_id)
+            case c.WithdrawWork(work_id=work_id) if _possible(work_id):
+                needs.orders.add(work_id)
             case c.ExpireOffers():
                 needs.due_orders = True
             case c.SendMessage(session_id=sid, actor=actor, client_msg_id=client_msg_id):

@@ -57,6 +57,15 @@ class DeclineWork:
 
 
 @dataclass(frozen=True, slots=True)
+class WithdrawWork:
+    """The seeker takes back a pending order (``cancel_work``, *1.1*)."""
+
+    work_id: int
+    seeker_id: str | None
+    """None: the internal API, for any order."""
+
+
+@dataclass(frozen=True, slots=True)
 class ExpireOffers:
     """Expire every pending order past its deadline (the leader's job, every second)."""
 
@@ -169,6 +178,7 @@ Command = (
     CreateWorkOrder
     | AcceptWork
     | DeclineWork
+    | WithdrawWork
     | ExpireOffers
     | SelectMediums
     | ShareMediums

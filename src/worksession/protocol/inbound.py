@@ -130,6 +130,14 @@ class WorkResponse(Inbound):
     accepted: Annotated[bool, Strict()]
 
 
+class CancelWork(Inbound):
+    """*1.1* Seeker: withdraw a pending work order; every device of the seeker gets
+    ``work_withdrawn``, every provider still offered ``work_unavailable``."""
+
+    type: Literal["cancel_work"]
+    work_id: WorkId
+
+
 class MediumSelection(Inbound):
     """Seeker: choose how the provider may contact them (replaces an earlier choice)."""
 
@@ -242,6 +250,7 @@ class Ping(Inbound):
 
 InboundMessage = Annotated[
     WorkResponse
+    | CancelWork
     | MediumSelection
     | MediumShare
     | LocationUpdate
@@ -261,6 +270,7 @@ INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(InboundMessage)
 
 INBOUND_MODELS: tuple[type[Inbound], ...] = (
     WorkResponse,
+    CancelWork,
     MediumSelection,
     MediumShare,
     LocationUpdate,
@@ -279,6 +289,7 @@ INBOUND_MODELS: tuple[type[Inbound], ...] = (
 BOTH = frozenset({"seeker", "provider"})
 ROLES_ALLOWED: dict[str, frozenset[str]] = {
     "work_response": frozenset({"provider"}),
+    "cancel_work": frozenset({"seeker"}),
     "medium_selection": frozenset({"seeker"}),
     "medium_share": frozenset({"provider"}),
     "complete_session": frozenset({"provider"}),

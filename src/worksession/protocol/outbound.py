@@ -82,15 +82,30 @@ class PendingWork(Outbound):
     expires_at: UtcTimestamp = Field(description="When the offer lapses; answer before it.")
 
 
+class OpenOrder(Outbound):
+    """*1.1* A seeker's work order still waiting for a provider, as
+    ``connected.open_orders`` lists it."""
+
+    work_id: int
+    details: dict[str, Any]
+    created_at: UtcTimestamp
+    expires_at: UtcTimestamp = Field(description="When the offers lapse if nobody accepts.")
+
+
 class Connected(Outbound):
-    """The first frame after a good handshake: the live session's snapshot (or null) and,
-    for providers, the open work offers."""
+    """The first frame after a good handshake: the live session's snapshot (or null), for
+    providers the open work offers, and (*1.1*) for seekers their pending work orders."""
 
     type: Literal["connected"]
     user_type: Role
     server_time: UtcTimestamp
     session: SessionSnapshot | None
     pending_work: list[PendingWork]
+    open_orders: list[OpenOrder] = Field(
+        description="1.1: the seeker's work orders still pending, oldest first; [] for "
+        "providers. An order that ended while the seeker was away is not here: "
+        "GET /v1/me/work-orders tells how it ended."
+    )
 
 
 class ErrorFrame(Outbound):
@@ -175,6 +190,15 @@ class WorkExpired(Outbound):
 
     type: Literal["work_expired"]
     work_id: int
+
+
+class WorkWithdrawn(Outbound):
+    """*1.1* The seeker's work order was withdrawn (``cancel_work``, or the internal API),
+    to every device of the seeker; the offered providers get ``work_unavailable``."""
+
+    type: Literal["work_withdrawn"]
+    work_id: int
+    request_id: RequestId = None
 
 
 # --- the session's history (rendered from the event log; each carries its seq) ---------
@@ -377,6 +401,7 @@ OUTBOUND_MODELS: tuple[type[Outbound], ...] = (
     WorkDeclined,
     WorkRejected,
     WorkExpired,
+    WorkWithdrawn,
     MediumsSelected,
     SeekerMediumsSelected,
     MediumsShared,

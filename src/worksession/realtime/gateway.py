@@ -41,6 +41,7 @@ from worksession.protocol.inbound import (
     AuthRefresh,
     BadFrame,
     CancelConnection,
+    CancelWork,
     ChatMessageIn,
     CompleteSession,
     InboundMessage,
@@ -190,17 +191,17 @@ class SocketSession:
     async def _connected_frame(self) -> tuple[str, dict[uuid.UUID, int]]:
         async with self.state.db.transaction() as s:
             snapshot = await sessions.snapshot_for(s, user_id=self.actor.user_id, role=self.role)
-            pending = (
-                await orders.pending_work_for(s, self.actor.user_id)
-                if self.role == "provider"
-                else []
-            )
+            if self.role == "provider":
+                pending, open_orders = await orders.pending_work_for(s, self.actor.user_id), []
+            else:
+                pending, open_orders = [], await orders.open_orders_for(s, self.actor.user_id)
         frame = Connected(
             type="connected",
             user_type=self.role,
             server_time=utcnow(),
             session=snapshot,
             pending_work=pending,
+            open_orders=open_orders,
         )
         baseline = {uuid.UUID(snapshot.session_id): snapshot.last_seq} if snapshot else {}
         return frame.model_dump_json(), baseline
@@ -317,6 +318,8 @@ class SocketSession:
             case WorkResponse(work_id=work_id, accepted=accepted):
                 response = c.AcceptWork(work_id, uid) if accepted else c.DeclineWork(work_id, uid)
                 await self._submit(response, message.request_id)
+            case CancelWork(work_id=work_id):
+                await self._submit(c.WithdrawWork(work_id, uid), message.request_id)
             case MediumSelection(session_id=sid, mediums=mediums):
                 await self._submit(c.SelectMediums(sid, uid, mediums), message.request_id)
             case MediumShare(session_id=sid, mediums=mediums):

@@ -62,14 +62,14 @@ ALREADY_ENDED: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
-def _role(caller: Claims) -> Literal["seeker", "provider"]:
+def participant_role(caller: Claims) -> Literal["seeker", "provider"]:
     # ParticipantCaller admits only these two; narrowed here for the type checker.
     if caller.user_type == "service":
         raise AssertionError("ParticipantCaller admitted a service token")
     return caller.user_type
 
 
-def _decoded(decode: Callable[[str], _T], value: str | None, parameter: str) -> _T | None:
+def decoded_cursor(decode: Callable[[str], _T], value: str | None, parameter: str) -> _T | None:
     """A cursor parameter decoded, or a 422 shaped like FastAPI's own validation errors."""
     if value is None:
         return None
@@ -97,7 +97,7 @@ def _decoded(decode: Callable[[str], _T], value: str | None, parameter: str) -> 
 )
 async def my_session(caller: ParticipantCaller, state: State) -> SessionSnapshot:
     async with state.db.transaction() as db:
-        snapshot = await service.snapshot_for(db, user_id=caller.sub, role=_role(caller))
+        snapshot = await service.snapshot_for(db, user_id=caller.sub, role=participant_role(caller))
     if snapshot is None:
         raise SessionNotFound("You have no live session")
     return snapshot
@@ -128,13 +128,13 @@ async def session_messages(
     before: BeforeQuery = None,
     limit: LimitQuery = history.DEFAULT_LIMIT,
 ) -> history.HistoryPage:
-    cursor = _decoded(history.HistoryCursor.decode, before, "before")
+    cursor = decoded_cursor(history.HistoryCursor.decode, before, "before")
     async with state.db.transaction() as db:
         return await history.history_page(
             db,
             session_id=session_id,
             user_id=caller.sub,
-            role=_role(caller),
+            role=participant_role(caller),
             before=cursor,
             limit=limit,
         )
@@ -171,7 +171,7 @@ async def moderation_messages(
     before: BeforeQuery = None,
     limit: LimitQuery = history.DEFAULT_LIMIT,
 ) -> history.HistoryPage:
-    cursor = _decoded(history.HistoryCursor.decode, before, "before")
+    cursor = decoded_cursor(history.HistoryCursor.decode, before, "before")
     async with state.db.transaction() as db:
         return await history.moderation_page(db, session_id=session_id, before=cursor, limit=limit)
 
@@ -207,7 +207,7 @@ async def find_sessions(
         ),
     ] = None,
 ) -> SessionPage:
-    before_pk = _decoded(service.decode_session_cursor, cursor, "cursor")
+    before_pk = decoded_cursor(service.decode_session_cursor, cursor, "cursor")
     async with state.db.transaction() as db:
         return await service.find_sessions(
             db, user_id=user_id, state=session_state, before_pk=before_pk, limit=limit

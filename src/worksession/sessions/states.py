@@ -34,6 +34,8 @@ class WorkOrderStatus(StrEnum):
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     COMPLETED = "completed"
+    WITHDRAWN = "withdrawn"
+    """The seeker took the order back while it was pending (``cancel_work``, *1.1*)."""
 
 
 class OfferStatus(StrEnum):
