@@ -76,6 +76,12 @@ class Broker(abc.ABC):
         hold its members (0 when none)."""
         return 0
 
+    async def count_online(self, groups: Sequence[str]) -> dict[str, int]:
+        """How many members each of ``groups`` holds on living workers, read in one round
+        trip and changing nothing (presence: "is the other participant connected?").
+        Raises if the broker is unreachable. The default keeps no groups: all empty."""
+        return dict.fromkeys(groups, 0)
+
     async def take_shared_token(self, key: str, rate: float, burst: int) -> float | None:
         """Take one token from the bucket ``key`` shared by every worker: 0.0 when there
         was one, else the seconds until there is. None when this broker shares nothing
@@ -134,6 +140,10 @@ class MemoryBroker(Broker):
             del self._groups[group]
             return 0
         return 1
+
+    async def count_online(self, groups: Sequence[str]) -> dict[str, int]:
+        # One process: a member is counted from join to leave, and dies with the counter.
+        return {group: len(self._groups.get(group, ())) for group in groups}
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
