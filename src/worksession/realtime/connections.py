@@ -45,6 +45,10 @@ in between, in order (one page: fewer than ``limit`` means there are no more).""
 LiveSessionOf = Callable[[], Awaitable[uuid.UUID | None]]
 """The id of the user's live session, if any (for a resync after a broker outage)."""
 
+SessionSeen = Callable[[uuid.UUID, bool], None]
+"""Told (session_id, True) when a socket sent a session's ``work_accepted``, (session_id,
+False) when it sent its end, however the event reached it (presence follows it)."""
+
 CLOSE_SESSION_ENDED = 1000
 CLOSE_POLICY = 1008
 CLOSE_SERVER_ERROR = 1011
@@ -126,6 +130,7 @@ class Connection:
         self.user_bucket: TokenBucket | None = None
         """The frame budget this socket shares with the user's other sockets here (set
         by the hub)."""
+        self.session_seen: SessionSeen | None = None
 
     # --- called from the reader, the hub and timers (never block) -----------------------
 
@@ -242,6 +247,11 @@ class Connection:
         request_id = self._answers.pop((event.session_id, event.seq), None) or request_id
         text = encode(render(event, self.role))
         await self._write(with_request_id(text, request_id))
+        if self.session_seen is not None:
+            if event.kind == "work_accepted":
+                self.session_seen(event.session_id, True)
+            elif event.kind in TERMINAL_KINDS:
+                self.session_seen(event.session_id, False)
 
     async def _deliver(self, event: LoggedEvent, request_id: str | None = None) -> bool:
         """Send ``event`` unless already sent, after any events before it that this socket
