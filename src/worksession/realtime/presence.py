@@ -24,9 +24,11 @@ grace measured from the first tick that read 0 (the worker does not hear the pee
 itself): it arrives ``GRACE_S`` to ``GRACE_S + POLL_S`` after the close, and after a
 worker's death within ``ALIVE_TTL_MS + GRACE_S + POLL_S`` (16 s; the contract says 30).
 A peer back within the grace sends nothing at all. A watch starts from the state its
-socket was last told (the snapshot's ``peer_online``), or, after ``work_accepted``, from
-the first count, silently: frames report changes, never a state the watch just learnt.
-Workers decide on their own sockets' frames independently, from the same counts.
+socket was last told: the snapshot's ``peer_online``, or, for a session that started
+while the socket was open, online (the provider accepted from a socket, the seeker
+ordered moments before; a peer that is gone or leaves at once is told as ``false`` after
+the grace, as any leave: the accept does not wait on a read of the counts). Workers decide
+on their own sockets' frames independently, from the same counts.
 
 A broker that cannot be read changes nothing: unknown is not offline. The snapshot's
 ``peer_online`` then falls back to false (logged), and the socket carries on.
@@ -65,12 +67,11 @@ def presence_frame(session_id: uuid.UUID, online: bool) -> PeerPresence:
 class PeerWatch:
     """What one socket was told of its peer, fed with the peer's socket count over time.
 
-    Pure: no I/O, no clock of its own. ``online`` is what the socket believes (None: not
-    known yet, learnt from the first count without a frame)."""
+    Pure: no I/O, no clock of its own. ``online`` is what the socket was last told."""
 
     __slots__ = ("grace_s", "online", "zero_since")
 
-    def __init__(self, online: bool | None, grace_s: float = GRACE_S) -> None:
+    def __init__(self, online: bool, grace_s: float = GRACE_S) -> None:
         self.online = online
         self.grace_s = grace_s
         self.zero_since: float | None = None
@@ -80,14 +81,10 @@ class PeerWatch:
         """The value of the ``peer_presence`` frame to send now, or None for no frame."""
         if count > 0:
             self.zero_since = None
-            if self.online is True:
+            if self.online:
                 return None
-            told = self.online is not None
             self.online = True
-            return True if told else None
-        if self.online is None:
-            self.online = False
-            return None
+            return True
         if not self.online:
             return None
         if self.zero_since is None:
@@ -155,13 +152,21 @@ class Presence:
         session_id: uuid.UUID,
         peer_role: Role,
         peer_id: str,
-        online: bool | None,
+        online: bool,
     ) -> None:
         """Tell ``connection`` of changes to the peer's presence from ``online`` on."""
+        self._add(connection, session_id, user_channel(peer_role, peer_id), online, self._tick)
+
+    def _add(
+        self,
+        connection: Connection,
+        session_id: uuid.UUID,
+        peer_group: str,
+        online: bool,
+        since: int,
+    ) -> None:
         self._pending.get(connection, set()).discard(session_id)
-        watch = _Watch(
-            user_channel(peer_role, peer_id), PeerWatch(online, self._grace_s), self._tick
-        )
+        watch = _Watch(peer_group, PeerWatch(online, self._grace_s), since)
         self._watches.setdefault(connection, {})[session_id] = watch
 
     def session_seen(self, connection: Connection, session_id: uuid.UUID, live: bool) -> None:
@@ -248,6 +253,8 @@ class Presence:
             logger.warning("presence: could not read new sessions: %s", type(exc).__name__)
             return
         # Read again after the await: a socket closed or a session ended meanwhile is gone.
+        # The counts of this tick are read after this, so they are fed to these watches.
+        since = self._tick - 1
         for connection, sids in list(self._pending.items()):
             for session_id in sids & asked:
                 participants = found.get(session_id)
@@ -255,9 +262,12 @@ class Presence:
                     continue  # ended already (or never this socket's to watch)
                 seeker_id, provider_id = participants
                 if connection.role == "seeker" and connection.user_id == seeker_id:
-                    self.watch(connection, session_id, "provider", provider_id, None)
+                    peer = user_channel("provider", provider_id)
                 elif connection.role == "provider" and connection.user_id == provider_id:
-                    self.watch(connection, session_id, "seeker", seeker_id, None)
+                    peer = user_channel("seeker", seeker_id)
+                else:
+                    continue
+                self._add(connection, session_id, peer, True, since)
             sids -= asked
             if not sids:
                 self._pending.pop(connection, None)
