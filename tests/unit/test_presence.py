@@ -14,7 +14,7 @@ import pytest
 from tests.unit.test_connection import FakeSocket
 from worksession.eventlog.events import LoggedEvent
 from worksession.kit.broker import MemoryBroker
-from worksession.realtime.connections import Connection, SendEvent
+from worksession.realtime.connections import Connection, Hub, SendEvent
 from worksession.realtime.presence import GRACE_S, PeerWatch, Presence
 
 SESSION = uuid.UUID("6f1c3a52-0000-4000-8000-000000000002")
@@ -248,3 +248,29 @@ async def test_a_session_started_with_the_peer_away_tells_it_after_the_grace(
     assert await presence_frames(socket) == [
         {"type": "peer_presence", "session_id": str(SESSION), "online": False}
     ]
+
+
+async def test_the_hub_counts_its_sockets_again_after_an_outage() -> None:
+    """Redis may have lost the groups (or dropped this worker's members while its liveness
+    key lapsed): a resync joins every local socket again, but not one that left meanwhile."""
+    broker = MemoryBroker()
+    left: list[str] = []
+
+    async def leave(group: str, member: str) -> int:
+        left.append(member)
+        return await broker.leave(group, member)
+
+    hub = Hub(broker.subscribe, broker.unsubscribe, join=broker.join, leave=leave)
+    staying, _ = socket_of("seeker", "s-1")
+    going, _ = socket_of("provider", "p-1")
+    await hub.register(staying)
+    await hub.register(going)
+    await broker.close()  # forgets every group, as a Redis restart would
+    assert await broker.count_online(["ws:seeker:s-1"]) == {"ws:seeker:s-1": 0}
+
+    hub.resync()
+    await hub.unregister(going)
+    await asyncio.sleep(0.01)
+    counts = await broker.count_online(["ws:seeker:s-1", "ws:provider:p-1"])
+    assert counts == {"ws:seeker:s-1": 1, "ws:provider:p-1": 0}
+    assert going.id in left

@@ -47,7 +47,7 @@ local key, group, self, alive, control = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARG
 local limit = tonumber(ARGV[5])
 if ARGV[6] == 'join' then
     local t = redis.call('TIME')
-    redis.call('ZADD', key, tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[7])
+    redis.call('ZADD', key, 'NX', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[7])
     redis.call('EXPIRE', key, tonumber(ARGV[8]))
 else
     redis.call('ZREM', key, ARGV[7])
@@ -97,7 +97,8 @@ table.insert(evicted, 1, count)
 return evicted
 """
 """Joins or leaves a group (a sorted set of ``worker|member`` scored by Redis's clock at
-join, so workers on hosts with skewed clocks agree on who is oldest), drops the members
+join, so workers on hosts with skewed clocks agree on who is oldest; joining again keeps
+a member's first score), drops the members
 of dead workers, evicts the oldest beyond the limit and tells the workers concerned, in
 one round trip. Returns the number of workers holding the group, then the evicted
 members of the calling worker."""

@@ -404,6 +404,7 @@ class Hub:
     _by_id: dict[str, Connection] = field(default_factory=dict)
     _user_buckets: dict[str, TokenBucket] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _rejoining: asyncio.Task[None] | None = None
 
     async def register(self, connection: Connection) -> None:
         channel = connection.channel
@@ -480,9 +481,31 @@ class Hub:
                 connection.offer(item)
 
     def resync(self) -> None:
-        """After a broker outage: every local socket catches up from the event log."""
+        """After a broker outage: every local socket catches up from the event log, and
+        is counted in its user's group again (the groups may have been lost with Redis,
+        or dropped while this worker's liveness key could not be renewed): presence and
+        the cap read them."""
         for connection in self.connections():
             connection.offer(Resync())
+        if self._rejoining is None or self._rejoining.done():
+            self._rejoining = asyncio.create_task(self._rejoin(), name="hub-rejoin")
+
+    async def _rejoin(self) -> None:
+        for connection in self.connections():
+            if connection.closing:
+                continue
+            try:
+                workers = await self.join(connection.channel, connection.id, self.max_sockets)
+            except Exception as exc:
+                # The broker went again: its next comeback calls resync again.
+                logger.warning("could not count the sockets again: %s", type(exc).__name__)
+                return
+            if connection.id not in self._by_id:
+                # It unregistered while joining, maybe before its leave: not counted forever.
+                with contextlib.suppress(Exception):
+                    await self.leave(connection.channel, connection.id)
+                continue
+            self.spread(connection.channel, workers)
 
     def connections(self) -> list[Connection]:
         return [c for members in self._by_channel.values() for c in members]
