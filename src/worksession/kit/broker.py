@@ -67,10 +67,11 @@ class Broker(abc.ABC):
     async def join(self, group: str, member: str, limit: int) -> int:
         """Add ``member`` (unique to this worker) to ``group``; a member already there keeps
         its place (after an outage a worker joins its members again, as Redis may have lost
-        them or dropped them for a liveness key that lapsed meanwhile). Past ``limit``
-        members, the oldest are removed and their workers told through ``evict``. Returns how many
-        workers now hold the group's members (at least 1); the others are told through
-        ``spread``. Raises if the broker is unreachable. The default keeps no groups."""
+        them, or dropped them while the worker's liveness key lapsed). Past ``limit``
+        members, the oldest are removed and their workers told through ``evict``. Returns
+        how many workers now hold the group's members (at least 1); the others are told
+        through ``spread``. Raises if the broker is unreachable. The default keeps no
+        groups."""
         return 1
 
     async def leave(self, group: str, member: str) -> int:

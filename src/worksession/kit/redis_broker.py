@@ -98,10 +98,9 @@ return evicted
 """
 """Joins or leaves a group (a sorted set of ``worker|member`` scored by Redis's clock at
 join, so workers on hosts with skewed clocks agree on who is oldest; joining again keeps
-a member's first score), drops the members
-of dead workers, evicts the oldest beyond the limit and tells the workers concerned, in
-one round trip. Returns the number of workers holding the group, then the evicted
-members of the calling worker."""
+a member's first score), drops the members of dead workers, evicts the oldest beyond the
+limit and tells the workers concerned, in one round trip. Returns the number of workers
+holding the group, then the evicted members of the calling worker."""
 COUNT_ONLINE = """
 local alive = ARGV[1]
 local living, counts = {}, {}

@@ -31,7 +31,14 @@ the grace, as any leave: the accept does not wait on a read of the counts). Work
 on their own sockets' frames independently, from the same counts.
 
 A broker that cannot be read changes nothing: unknown is not offline. The snapshot's
-``peer_online`` then falls back to false (logged), and the socket carries on.
+``peer_online`` then falls back to false (logged), and the socket carries on. When the
+broker comes back, :meth:`Hub.resync` joins every local socket again (Redis may have lost
+the groups), so nobody is told ``false`` for an outage.
+
+**Cost.** Per worker, one broker call per ``POLL_S`` while any local socket is in a live
+session, none otherwise; never a call per frame. Measured on one core with a local Redis:
+a tick over 1,000 watched sockets takes 4 ms (2 ms of the worker's CPU), over 10,000
+75 ms (28 ms of CPU, the rest the script's time in Redis).
 """
 
 from __future__ import annotations
