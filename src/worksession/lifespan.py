@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -22,8 +23,10 @@ from worksession.pipeline.runner import Pipeline
 from worksession.pipeline.store import Store
 from worksession.realtime.connections import CLOSE_RESTARTING, Hub
 from worksession.realtime.gateway import close_all
+from worksession.realtime.presence import Presence
 from worksession.realtime.ratelimit import SharedBudget
 from worksession.scheduler import Jobs, build_scheduler
+from worksession.sessions import repository as sessions
 from worksession.state import AppState
 
 logger = logging.getLogger(__name__)
@@ -112,6 +115,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         user_burst=settings.user_rate_limit_burst,
     )
     broker.watch_groups(hub.evict, hub.spread)
+
+    async def live_participants(
+        session_ids: Collection[uuid.UUID],
+    ) -> dict[uuid.UUID, tuple[str, str]]:
+        async with db.transaction() as s:
+            return await sessions.live_participants(s, session_ids)
+
     state = AppState(
         settings=settings,
         db=db,
@@ -120,11 +130,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub=hub,
         pipeline=build_pipeline(settings, db, broker),
         typing=typing,
+        presence=Presence(broker, live_participants),
         rest_budget=SharedBudget(
             broker, rate=settings.rest_rate_limit_per_s, burst=settings.rest_rate_limit_burst
         ),
     )
     await broker.start(hub.deliver, hub.resync)
+    state.presence.start()
     jobs = Jobs(settings, db, state.pipeline, broker, leadership)
     scheduler = build_scheduler(jobs, settings)
     scheduler.start()
@@ -142,6 +154,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler.shutdown(wait=False)
         await leadership.release()
         await close_all(state, CLOSE_RESTARTING, "server restarting")
+        await state.presence.close()
         await state.pipeline.wait_idle()
         state.typing.close()
         await broker.close()

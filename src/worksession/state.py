@@ -13,6 +13,7 @@ from worksession.kit.db import Database
 from worksession.kit.jwt import TokenVerifier
 from worksession.pipeline.runner import Pipeline
 from worksession.realtime.connections import Hub
+from worksession.realtime.presence import Presence
 from worksession.realtime.ratelimit import SharedBudget
 
 
@@ -26,6 +27,7 @@ class AppState:
     hub: Hub
     pipeline: Pipeline
     typing: TypingRelay
+    presence: Presence
     rest_budget: SharedBudget
     """PROTOCOL 7 (*1.1*): each participant's REST requests, over every worker."""
 

@@ -54,6 +54,7 @@ from worksession.pipeline.world import World
 from worksession.protocol import inbound, outbound
 from worksession.protocol.inbound import BadFrame, parse_frame
 from worksession.realtime.gateway import _peek_request_id
+from worksession.realtime.presence import presence_frame
 from worksession.realtime.ratelimit import retry_after_ms
 from worksession.sessions import lookup as sessions_lookup
 from worksession.sessions import repository as session_repository
@@ -497,7 +498,7 @@ async def _connected_frames(orders: list[Any]) -> list[Sent]:
 def _socket_frames() -> list[Sent]:
     """What the gateway and the socket's writer send of their own (``pong``,
     ``auth_refreshed``, ``resumed``, errors) and the ephemeral frames built outside the
-    pipeline (typing, the distance tick)."""
+    pipeline (typing, the distance tick, presence)."""
     verifier = TokenVerifier(algorithms=["HS256"], hmac_secret="x" * 64, public_key=None)
     claims = verifier.verify(verifier.issue(sub="seeker-1", user_type="seeker"))
     dropped = json.dumps({"type": "ping", "request_id": REQUEST_ID})
@@ -535,6 +536,11 @@ def _socket_frames() -> list[Sent]:
     sent.append(("seeker", _answer(typing_frame(SESSION_A, "provider", False), None)))
     distance = distance_frame(SESSION_A, 1234.56, T0)
     sent += [(role, _answer(distance, None)) for role in asyncapi.ROLES]
+    sent += [
+        (role, _answer(presence_frame(SESSION_A, online), None))
+        for role in asyncapi.ROLES
+        for online in (True, False)
+    ]
     return sent
 
 

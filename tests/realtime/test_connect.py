@@ -114,6 +114,7 @@ async def test_connected_carries_the_live_session_snapshot(server: Server) -> No
         "distance_meters": None,
         "distance_formatted": None,
         "last_seq": 1,
+        "peer_online": True,  # the provider's socket is open
     }
 
 

@@ -68,6 +68,7 @@ async def test_me_session_is_the_connected_snapshot(
         "distance_meters": round(distance, 1),
         "distance_formatted": geo.format_distance(distance),
         "last_seq": 4,
+        "peer_online": False,  # the other participant has no socket open
     }
 
 

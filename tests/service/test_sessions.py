@@ -865,8 +865,14 @@ async def test_snapshot_of_a_live_session(db: Database) -> None:
         "distance_meters": 1234.5,
         "distance_formatted": "1.2 km away",
         "last_seq": 7,
+        "peer_online": False,  # the database cannot tell; the gateway asks the broker
     }
     json.dumps(frame)  # plain JSON all the way down
+    async with db.transaction() as s:
+        view = await lookup.live_view_for(s, user_id=PROVIDER, role="provider")
+    assert view is not None
+    assert (view.snapshot, view.peer_role, view.peer_id) == (snapshot, "seeker", SEEKER)
+    assert view.with_presence(True).peer_online
 
 
 async def test_snapshot_before_positions_and_chat(db: Database) -> None:

@@ -65,16 +65,25 @@ class Broker(abc.ABC):
         self._spread = spread
 
     async def join(self, group: str, member: str, limit: int) -> int:
-        """Add ``member`` (unique to this worker) to ``group``. Past ``limit`` members, the
-        oldest are removed and their workers told through ``evict``. Returns how many
-        workers now hold the group's members (at least 1); the others are told through
-        ``spread``. Raises if the broker is unreachable. The default keeps no groups."""
+        """Add ``member`` (unique to this worker) to ``group``; a member already there keeps
+        its place (after an outage a worker joins its members again, as Redis may have lost
+        them, or dropped them while the worker's liveness key lapsed). Past ``limit``
+        members, the oldest are removed and their workers told through ``evict``. Returns
+        how many workers now hold the group's members (at least 1); the others are told
+        through ``spread``. Raises if the broker is unreachable. The default keeps no
+        groups."""
         return 1
 
     async def leave(self, group: str, member: str) -> int:
         """Remove ``member`` from ``group``; returns (and spreads) how many workers still
         hold its members (0 when none)."""
         return 0
+
+    async def count_online(self, groups: Sequence[str]) -> dict[str, int]:
+        """How many members each of ``groups`` holds on living workers, read in one round
+        trip and changing nothing (presence: "is the other participant connected?").
+        Raises if the broker is unreachable. The default keeps no groups: all empty."""
+        return dict.fromkeys(groups, 0)
 
     async def take_shared_token(self, key: str, rate: float, burst: int) -> float | None:
         """Take one token from the bucket ``key`` shared by every worker: 0.0 when there
@@ -134,6 +143,10 @@ class MemoryBroker(Broker):
             del self._groups[group]
             return 0
         return 1
+
+    async def count_online(self, groups: Sequence[str]) -> dict[str, int]:
+        # One process: a member is counted from join to leave, and dies with the counter.
+        return {group: len(self._groups.get(group, ())) for group in groups}
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)

@@ -47,7 +47,7 @@ local key, group, self, alive, control = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARG
 local limit = tonumber(ARGV[5])
 if ARGV[6] == 'join' then
     local t = redis.call('TIME')
-    redis.call('ZADD', key, tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[7])
+    redis.call('ZADD', key, 'NX', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[7])
     redis.call('EXPIRE', key, tonumber(ARGV[8]))
 else
     redis.call('ZREM', key, ARGV[7])
@@ -97,10 +97,32 @@ table.insert(evicted, 1, count)
 return evicted
 """
 """Joins or leaves a group (a sorted set of ``worker|member`` scored by Redis's clock at
-join, so workers on hosts with skewed clocks agree on who is oldest), drops the members
-of dead workers, evicts the oldest beyond the limit and tells the workers concerned, in
-one round trip. Returns the number of workers holding the group, then the evicted
-members of the calling worker."""
+join, so workers on hosts with skewed clocks agree on who is oldest; joining again keeps
+a member's first score), drops the members of dead workers, evicts the oldest beyond the
+limit and tells the workers concerned, in one round trip. Returns the number of workers
+holding the group, then the evicted members of the calling worker."""
+COUNT_ONLINE = """
+local alive = ARGV[1]
+local living, counts = {}, {}
+for i, key in ipairs(KEYS) do
+    local n = 0
+    for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+        local worker = string.sub(member, 1, string.find(member, '|', 1, true) - 1)
+        if living[worker] == nil then
+            living[worker] = redis.call('EXISTS', alive .. worker) == 1
+        end
+        if living[worker] then
+            n = n + 1
+        end
+    end
+    counts[i] = n
+end
+return counts
+"""
+"""Counts, for each group key, the members whose worker's liveness key still exists, in
+one round trip. Read only: dead members are left for the next join or leave to drop (a
+group holds at most the cap plus what crashed workers left, so the scan stays short).
+Each worker's liveness is looked up once per call, however many groups it appears in."""
 SHARED_BUCKET = """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -207,6 +229,7 @@ class RedisBroker(Broker):
         self._publish_all = self.client.register_script(PUBLISH_ALL)
         self._settle_group = self.client.register_script(SETTLE_GROUP)
         self._take_token = self.client.register_script(SHARED_BUCKET)
+        self._count_online = self.client.register_script(COUNT_ONLINE)
         self.reconnects = 0
 
     async def start(self, deliver: Deliver, on_resubscribed: Resubscribed | None = None) -> None:
@@ -393,6 +416,19 @@ class RedisBroker(Broker):
         for evicted_member in evicted:
             self._evict(evicted_member.decode())
         return int(workers)
+
+    async def count_online(self, groups: Sequence[str]) -> dict[str, int]:
+        """A member counts while its worker's liveness key lives: a SIGKILLed worker's
+        sockets stop counting at most ``ALIVE_TTL_MS`` after its last heartbeat."""
+        if not groups:
+            return {}
+        # One script over every key: one command and one reply, however many groups. Keys
+        # of different hash slots would need one call per slot under Redis Cluster.
+        counts = await self._count_online(
+            keys=[f"{self._prefix}_group:{group}" for group in groups],
+            args=[f"{self._prefix}_alive:"],
+        )
+        return {group: int(n) for group, n in zip(groups, counts, strict=True)}
 
     async def take_shared_token(self, key: str, rate: float, burst: int) -> float | None:
         wait = await self._take_token(keys=[f"{self._prefix}_bucket:{key}"], args=[rate, burst])

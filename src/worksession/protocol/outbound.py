@@ -374,6 +374,17 @@ class TypingIndicatorOut(Outbound):
     is_typing: bool
 
 
+class PeerPresence(Outbound):
+    """Ephemeral (no seq, *1.1*): the other participant's first socket opened (``online``
+    true), or their last one has been closed for 5 seconds (false; a reconnect within
+    those 5 s sends nothing). Sent to every socket of yours; the state when you connect is
+    ``connected.session.peer_online``."""
+
+    type: Literal["peer_presence"]
+    session_id: str
+    online: bool
+
+
 SessionFrame = (
     WorkAccepted
     | MediumsSelected
@@ -414,6 +425,7 @@ OUTBOUND_MODELS: tuple[type[Outbound], ...] = (
     ChatMessageOut,
     MessageStatusUpdate,
     TypingIndicatorOut,
+    PeerPresence,
     ConnectionCancelled,
     SessionCompleted,
     Resumed,

@@ -45,6 +45,10 @@ in between, in order (one page: fewer than ``limit`` means there are no more).""
 LiveSessionOf = Callable[[], Awaitable[uuid.UUID | None]]
 """The id of the user's live session, if any (for a resync after a broker outage)."""
 
+SessionSeen = Callable[[uuid.UUID, bool], None]
+"""Told (session_id, True) when a socket sent a session's ``work_accepted``, (session_id,
+False) when it sent its end, however the event reached it (presence follows it)."""
+
 CLOSE_SESSION_ENDED = 1000
 CLOSE_POLICY = 1008
 CLOSE_SERVER_ERROR = 1011
@@ -134,6 +138,7 @@ class Connection:
         self.user_bucket: TokenBucket | None = None
         """The frame budget this socket shares with the user's other sockets here (set
         by the hub)."""
+        self.session_seen: SessionSeen | None = None
 
     # --- called from the reader, the hub and timers (never block) -----------------------
 
@@ -276,6 +281,11 @@ class Connection:
         request_id = self._answers.pop((event.session_id, event.seq), None) or request_id
         text = encode(render(event, self.role))
         await self._write(with_request_id(text, request_id))
+        if self.session_seen is not None:
+            if event.kind == "work_accepted":
+                self.session_seen(event.session_id, True)
+            elif event.kind in TERMINAL_KINDS:
+                self.session_seen(event.session_id, False)
 
     async def _deliver(self, event: LoggedEvent, request_id: str | None = None) -> bool:
         """Send ``event`` unless already sent, after any events before it that this socket
@@ -428,6 +438,7 @@ class Hub:
     _by_id: dict[str, Connection] = field(default_factory=dict)
     _user_buckets: dict[str, TokenBucket] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _rejoining: asyncio.Task[None] | None = None
 
     async def register(self, connection: Connection) -> None:
         channel = connection.channel
@@ -504,9 +515,31 @@ class Hub:
                 connection.offer(item)
 
     def resync(self) -> None:
-        """After a broker outage: every local socket catches up from the event log."""
+        """After a broker outage: every local socket catches up from the event log, and
+        is counted in its user's group again (the groups may have been lost with Redis,
+        or dropped while this worker's liveness key could not be renewed): presence and
+        the cap read them."""
         for connection in self.connections():
             connection.offer(Resync())
+        if self._rejoining is None or self._rejoining.done():
+            self._rejoining = asyncio.create_task(self._rejoin(), name="hub-rejoin")
+
+    async def _rejoin(self) -> None:
+        for connection in self.connections():
+            if connection.closing:
+                continue
+            try:
+                workers = await self.join(connection.channel, connection.id, self.max_sockets)
+            except Exception as exc:
+                # The broker went again: its next comeback calls resync again.
+                logger.warning("could not count the sockets again: %s", type(exc).__name__)
+                return
+            if connection.id not in self._by_id:
+                # It unregistered while joining, maybe before its leave: not counted forever.
+                with contextlib.suppress(Exception):
+                    await self.leave(connection.channel, connection.id)
+                continue
+            self.spread(connection.channel, workers)
 
     def connections(self) -> list[Connection]:
         return [c for members in self._by_channel.values() for c in members]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import re
@@ -185,16 +186,29 @@ class SocketSession:
             if self._expiry is not None:
                 self._expiry.cancel()
             metrics.socket_closed(self.role)
+            self.state.presence.forget(self.connection)
             await hub.unregister(self.connection)
             await self.connection.wait_closed()
 
     async def _connected_frame(self) -> tuple[str, dict[uuid.UUID, int]]:
         async with self.state.db.transaction() as s:
-            snapshot = await sessions.snapshot_for(s, user_id=self.actor.user_id, role=self.role)
+            view = await sessions.live_view_for(s, user_id=self.actor.user_id, role=self.role)
             if self.role == "provider":
                 pending, open_orders = await orders.pending_work_for(s, self.actor.user_id), []
             else:
                 pending, open_orders = [], await orders.open_orders_for(s, self.actor.user_id)
+        snapshot = None
+        presence = self.state.presence
+        if view is not None:
+            # Counted after the database read, outside its transaction; the watch starts
+            # from what the snapshot says, so that a change from then on is a frame, queued
+            # behind `connected` (the writer starts once it is sent).
+            online = await presence.is_online(view.peer_role, view.peer_id)
+            snapshot = view.with_presence(online)
+            session_id = uuid.UUID(snapshot.session_id)
+            presence.watch(self.connection, session_id, view.peer_role, view.peer_id, online)
+        # Sessions this socket sees start (work_accepted) or end are watched from then on.
+        self.connection.session_seen = functools.partial(presence.session_seen, self.connection)
         frame = Connected(
             type="connected",
             user_type=self.role,

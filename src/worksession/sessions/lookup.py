@@ -5,6 +5,7 @@ lookups (PROTOCOL 7)."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, cast
 
@@ -63,19 +64,46 @@ async def replay_allowed(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class LiveView:
+    """The user's live session as the database knows it, and who the other participant
+    is (the snapshot never names them: presence is looked up by the caller)."""
+
+    snapshot: SessionSnapshot
+    """With ``peer_online`` false: the database cannot tell; see :meth:`with_presence`."""
+    peer_role: Participant
+    peer_id: str
+
+    def with_presence(self, peer_online: bool) -> SessionSnapshot:
+        return self.snapshot.model_copy(update={"peer_online": peer_online})
+
+
+async def live_view_for(db: AsyncSession, *, user_id: str, role: Participant) -> LiveView | None:
+    """The user's live session and its other participant, or None."""
+    session = await repository.live_session_of(db, user_id=user_id, role=role)
+    if session is None:
+        return None
+    if role == "seeker":
+        return LiveView(_snapshot(session, role), "provider", session.provider_id)
+    return LiveView(_snapshot(session, role), "seeker", session.seeker_id)
+
+
 async def snapshot_for(
     db: AsyncSession, *, user_id: str, role: Participant, now: datetime | None = None
 ) -> SessionSnapshot | None:
-    """The user's live session as ``connected.session`` shows it, or None.
+    """The user's live session as ``connected.session`` shows it, or None; ``peer_online``
+    is false (only :func:`live_view_for`'s caller can ask the broker).
 
     The distance is computed from the two latest positions, not taken from the last
     movement-triggered update: it is what the next tick would say. ``now`` is accepted for
     symmetry with the other services; nothing in a snapshot depends on the clock.
     """
     del now
-    session = await repository.live_session_of(db, user_id=user_id, role=role)
-    if session is None:
-        return None
+    view = await live_view_for(db, user_id=user_id, role=role)
+    return None if view is None else view.snapshot
+
+
+def _snapshot(session: WorkSession, role: Participant) -> SessionSnapshot:
     distance = _distance(session)
     return SessionSnapshot(
         session_id=str(session.session_id),
@@ -89,6 +117,7 @@ async def snapshot_for(
         distance_meters=None if distance is None else round(distance, 1),
         distance_formatted=None if distance is None else geo.format_distance(distance),
         last_seq=session.last_seq,
+        peer_online=False,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import Select, or_, select
@@ -94,6 +95,19 @@ async def session_row(db: AsyncSession, session_id: uuid.UUID) -> SessionRow | N
     )
     row = (await db.execute(query)).first()
     return None if row is None else from_record(SessionRow, row)
+
+
+async def live_participants(
+    db: AsyncSession, session_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str, str]]:
+    """(seeker_id, provider_id) of each of ``session_ids`` that is still live."""
+    if not session_ids:
+        return {}
+    query = select(WorkSession.session_id, WorkSession.seeker_id, WorkSession.provider_id).where(
+        WorkSession.session_id.in_(list(session_ids)),
+        WorkSession.connection_state.in_([s.value for s in LIVE_STATES]),
+    )
+    return {row[0]: (row[1], row[2]) for row in (await db.execute(query)).all()}
 
 
 async def session_id_of_order(db: AsyncSession, work_id: int) -> uuid.UUID | None:

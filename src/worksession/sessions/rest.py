@@ -97,10 +97,10 @@ def decoded_cursor(decode: Callable[[str], _T], value: str | None, parameter: st
 )
 async def my_session(caller: ParticipantCaller, state: State) -> SessionSnapshot:
     async with state.db.transaction() as db:
-        snapshot = await service.snapshot_for(db, user_id=caller.sub, role=participant_role(caller))
-    if snapshot is None:
+        view = await service.live_view_for(db, user_id=caller.sub, role=participant_role(caller))
+    if view is None:
         raise SessionNotFound("You have no live session")
-    return snapshot
+    return view.with_presence(await state.presence.is_online(view.peer_role, view.peer_id))
 
 
 BeforeQuery = Annotated[

@@ -67,6 +67,10 @@ class SessionSnapshot(BaseModel):
     last_seq: int = Field(
         ge=0, description="The seq of the session's latest logged event; resume from here"
     )
+    peer_online: bool = Field(
+        description="1.1: whether the other participant has a socket open (on any worker) "
+        "right now; `peer_presence` frames tell of later changes"
+    )
 
 
 # --- internal REST API (PROTOCOL 7) --------------------------------------------------
