@@ -56,6 +56,10 @@ BURST = 64
 
 T = TypeVar("T")
 
+STATE_FRAMES = ("distance_update", "peer_presence")
+"""Ephemeral frames (no seq) a participant may get at any time: the latest state, not part
+of what this scenario counts."""
+
 
 # --- the open-loop schedule (generator side) ---------------------------------------------
 
@@ -353,7 +357,7 @@ class ChatClient:
                     p.ready.set()
                 elif kind == "error":
                     self.checks.fail(f"seeker got error {frame.get('code')}")
-                elif kind != "distance_update":
+                elif kind not in STATE_FRAMES:
                     self.checks.fail(f"seeker got an unexpected {kind}")
         except ConnectionClosed as closed:
             if not self.closing:
@@ -407,7 +411,7 @@ class ChatClient:
                     self._seq(p, frame, seeker=False)  # its own receipts, echoed (1.1)
                 elif kind == "error":
                     self.checks.fail(f"provider got error {frame.get('code')}")
-                elif kind != "distance_update":
+                elif kind not in STATE_FRAMES:
                     self.checks.fail(f"provider got an unexpected {kind}")
         except ConnectionClosed as closed:
             if not self.closing:
