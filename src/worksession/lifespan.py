@@ -135,6 +135,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             broker, rate=settings.rest_rate_limit_per_s, burst=settings.rest_rate_limit_burst
         ),
     )
+
     def broker_back() -> None:
         hub.resync()
         state.presence.broker_recovered()
