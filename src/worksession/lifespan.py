@@ -135,7 +135,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             broker, rate=settings.rest_rate_limit_per_s, burst=settings.rest_rate_limit_burst
         ),
     )
-    await broker.start(hub.deliver, hub.resync)
+
+    def broker_back() -> None:
+        hub.resync()
+        state.presence.broker_recovered()
+
+    await broker.start(hub.deliver, broker_back)
     state.presence.start()
     jobs = Jobs(settings, db, state.pipeline, broker, leadership)
     scheduler = build_scheduler(jobs, settings)

@@ -392,3 +392,34 @@ async def test_a_long_gap_is_filled_in_pages() -> None:
     h.connection.offer(SendEvent(h.log.at(500)))
     assert seqs(await h.settle()) == list(range(2, 501))
     assert max(h.log.pages) <= 200
+
+
+async def test_a_socket_closed_during_the_hold_writes_nothing_more() -> None:
+    """A deploy (1012), a 4409 or an expired token closes the socket while its events are
+    held: neither the client's first frame nor the hold's end may start a writer then."""
+    h = Harness(FakeLog(10))
+    h.connection.start(baseline={SESSION: 8}, hold_s=0.05)
+    h.connection.offer(SendEvent(h.log.at(9)))
+    h.connection.close_soon(1012, "restarting")
+    await asyncio.sleep(0.1)  # past the hold
+    h.connection.release()
+    await asyncio.sleep(0.01)
+    assert h.socket.sent == []
+    assert h.socket.closed_with == 1012
+    await h.connection.wait_closed()
+
+
+async def test_a_session_that_ended_during_the_hold_closes_after_the_replay() -> None:
+    """The terminal event arrives live while held; the client's resume replays it first;
+    its live copy, dropped as sent, still ends the socket with 1000."""
+    log = FakeLog(9, ending="session_completed")
+    h = Harness(log)
+    h.connection.start(baseline={SESSION: 8})
+    h.connection.offer(SendEvent(log.at(10)))
+    h.connection.offer(Replay(SESSION, 8))
+    h.connection.release()
+    async with asyncio.timeout(2):
+        await h.connection.closed.wait()
+    assert seqs([json.loads(t) for t in h.socket.sent]) == [9, 10, None]
+    assert h.socket.closed_with == 1000
+    await h.connection.wait_closed()

@@ -274,3 +274,80 @@ async def test_the_hub_counts_its_sockets_again_after_an_outage() -> None:
     counts = await broker.count_online(["ws:seeker:s-1", "ws:provider:p-1"])
     assert counts == {"ws:seeker:s-1": 1, "ws:provider:p-1": 0}
     assert going.id in left
+
+
+async def test_a_broker_back_from_an_outage_tells_nobody_false_while_workers_recount(
+    world: tuple[CountingBroker, Sessions, Clock, Presence],
+) -> None:
+    """A restarted Redis lost the groups: the other workers count their sockets again only
+    after their own reconnect, so a 0 read during the recovery proves nothing."""
+    broker, _, clock, presence = world
+    seeker, socket = socket_of("seeker", "s-1")
+    presence.watch(seeker, SESSION, "provider", "p-1", online=True)
+    await presence.tick()
+    presence.broker_recovered(recovery_s=10)
+    for second in range(1, 10):  # the peer's worker has not joined its socket again yet
+        clock.now = float(second)
+        await presence.tick()
+    await broker.join("ws:provider:p-1", "socket-p", 5)
+    clock.now = 10.0
+    await presence.tick()
+    assert await presence_frames(socket) == []
+    # Once recovered, a 0 is a leave again, told after the grace.
+    await broker.leave("ws:provider:p-1", "socket-p")
+    for second in range(11, 18):
+        clock.now = float(second)
+        await presence.tick()
+    assert await presence_frames(socket) == [
+        {"type": "peer_presence", "session_id": str(SESSION), "online": False}
+    ]
+
+
+async def test_a_closing_socket_is_never_watched_again(
+    world: tuple[CountingBroker, Sessions, Clock, Presence],
+) -> None:
+    """A disconnect racing a tick: the closed socket's watch goes at the next tick, and a
+    session it sees start after that is not watched (nothing would ever forget it)."""
+    broker, sessions, _, presence = world
+    seeker, _ = socket_of("seeker", "s-1")
+    presence.watch(seeker, SESSION, "provider", "p-1", online=True)
+    await seeker.wait_closed()
+    sessions.live[OTHER] = ("s-1", "p-2")
+    presence.session_seen(seeker, OTHER, True)
+    await presence.tick()
+    await presence.tick()
+    assert presence.watched(seeker) == {}
+    assert sessions.asked == []
+    assert broker.calls == []
+
+
+async def test_a_resync_during_a_rejoin_counts_every_socket_once_more() -> None:
+    """Redis went again under a running rejoin, losing what it had counted: the second
+    comeback's rejoin is not skipped."""
+    broker = MemoryBroker()
+    gate = asyncio.Event()
+    joined: list[str] = []
+
+    async def slow_join(group: str, member: str, limit: int) -> int:
+        joined.append(member)
+        if len(joined) == 2 and not gate.is_set():
+            await gate.wait()  # the first rejoin is still running
+        return await broker.join(group, member, limit)
+
+    hub = Hub(broker.subscribe, broker.unsubscribe, join=slow_join, leave=broker.leave)
+    sockets = [socket_of("seeker", f"s-{i}")[0] for i in range(2)]
+    gate.set()
+    for connection in sockets:
+        await hub.register(connection)
+    joined.clear()
+    gate.clear()
+    await broker.close()
+    hub.resync()
+    await asyncio.sleep(0.01)
+    await broker.close()  # lost again while the rejoin waits
+    hub.resync()
+    gate.set()
+    await asyncio.sleep(0.05)
+    counts = await broker.count_online(["ws:seeker:s-0", "ws:seeker:s-1"])
+    assert counts == {"ws:seeker:s-0": 1, "ws:seeker:s-1": 1}
+    assert len(joined) == 4

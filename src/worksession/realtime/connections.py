@@ -162,11 +162,9 @@ class Connection:
         """The client's first frame was handled (or it took too long): what was held
         follows whatever that frame queued (a replay)."""
         held, self._held = self._held, None
-        if held is None:
+        self._cancel_hold_timer()
+        if held is None or self.closing:
             return
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
         self._pending.extend(held)
         self._wake_writer()
 
@@ -187,8 +185,10 @@ class Connection:
 
     def _wake_writer(self) -> None:
         # The writer runs only while there is something to write: an idle socket holds
-        # no task (and no coroutine frame) of its own.
-        if self._started and self._pending and (self._writer is None or self._writer.done()):
+        # no task (and no coroutine frame) of its own. A closing socket gets no new one.
+        if self.closing or not (self._started and self._pending):
+            return
+        if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop())
 
     def send(self, frame: Outbound, request_id: str | None = None) -> None:
@@ -205,10 +205,14 @@ class Connection:
         if self._closing is None and not self.closed.is_set():
             self._closing = asyncio.create_task(self._close(code, reason))
 
-    async def wait_closed(self) -> None:
-        """Stop writing and wait for the writer (the reader calls this on disconnect)."""
+    def _cancel_hold_timer(self) -> None:
         if self._hold_timer is not None:
             self._hold_timer.cancel()
+            self._hold_timer = None
+
+    async def wait_closed(self) -> None:
+        """Stop writing and wait for the writer (the reader calls this on disconnect)."""
+        self._cancel_hold_timer()
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
         for task in (self._writer, self._closing):
@@ -220,6 +224,7 @@ class Connection:
     # --- the writer ----------------------------------------------------------------------
 
     async def _close(self, code: int, reason: str) -> None:
+        self._cancel_hold_timer()
         writer = self._writer
         if writer is not None and writer is not asyncio.current_task():
             writer.cancel()
@@ -289,13 +294,14 @@ class Connection:
 
     async def _deliver(self, event: LoggedEvent, request_id: str | None = None) -> bool:
         """Send ``event`` unless already sent, after any events before it that this socket
-        has not sent; returns whether it was sent."""
+        has not sent; returns whether the socket has now sent it, here or before (a live
+        terminal event that a replay sent first still ends the socket)."""
         sent = self._sent.get(event.session_id)
         if sent is None:
             # A session this socket has not heard of yet starts at seq 1 (work_accepted).
             sent = self._sent[event.session_id] = SentRange(0, 0)
         if event.seq <= sent.high:
-            return False
+            return True
         while event.seq > sent.high + 1:
             try:
                 missing = await self._fetch(event.session_id, sent.high, event.seq, self._page_size)
@@ -439,6 +445,7 @@ class Hub:
     _user_buckets: dict[str, TokenBucket] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _rejoining: asyncio.Task[None] | None = None
+    _rejoin_again: bool = False
 
     async def register(self, connection: Connection) -> None:
         channel = connection.channel
@@ -522,7 +529,18 @@ class Hub:
         for connection in self.connections():
             connection.offer(Resync())
         if self._rejoining is None or self._rejoining.done():
-            self._rejoining = asyncio.create_task(self._rejoin(), name="hub-rejoin")
+            self._rejoining = asyncio.create_task(self._rejoin_until_settled(), name="hub-rejoin")
+        else:
+            # Redis may have gone and come back under the running rejoin, losing the
+            # sockets it had already counted: count them all once more when it is done.
+            self._rejoin_again = True
+
+    async def _rejoin_until_settled(self) -> None:
+        while True:
+            self._rejoin_again = False
+            await self._rejoin()
+            if not self._rejoin_again:
+                return
 
     async def _rejoin(self) -> None:
         for connection in self.connections():

@@ -186,9 +186,10 @@ class SocketSession:
             if self._expiry is not None:
                 self._expiry.cancel()
             metrics.socket_closed(self.role)
-            self.state.presence.forget(self.connection)
             await hub.unregister(self.connection)
             await self.connection.wait_closed()
+            # After the writer is gone: its last ``work_accepted`` cannot watch again.
+            self.state.presence.forget(self.connection)
 
     async def _connected_frame(self) -> tuple[str, dict[uuid.UUID, int]]:
         async with self.state.db.transaction() as s:

@@ -33,7 +33,8 @@ on their own sockets' frames independently, from the same counts.
 A broker that cannot be read changes nothing: unknown is not offline. The snapshot's
 ``peer_online`` then falls back to false (logged), and the socket carries on. When the
 broker comes back, :meth:`Hub.resync` joins every local socket again (Redis may have lost
-the groups), so nobody is told ``false`` for an outage.
+the groups), and for ``RECOVERY_S`` a count of 0 is not taken as a leave, so nobody is
+told ``false`` for an outage while the other workers count their sockets again.
 
 **Cost.** Per worker, one broker call per ``POLL_S`` while any local socket is in a live
 session, none otherwise; never a call per frame. Measured on one core with a local Redis:
@@ -62,6 +63,12 @@ POLL_S = 1.0
 """How often a worker reads the counts of the groups its sockets watch."""
 GRACE_S = 5.0
 """How long a peer's count must stay at 0 before ``online: false`` (the contract's 5 s)."""
+RECOVERY_S = 15.0
+"""After the broker comes back, how long a count of 0 proves nothing: a restarted Redis
+lost the groups, and the other workers count their sockets again only once their own
+subscriptions are back (reconnect backoff up to 5 s) and their liveness key is renewed
+(a heartbeat, 2 s), one socket at a time. A peer who really left meanwhile is told
+``false`` that much later."""
 
 PeersOf = Callable[[Collection[uuid.UUID]], Awaitable[dict[uuid.UUID, tuple[str, str]]]]
 """Of the given session ids, the live ones, each with its (seeker_id, provider_id)."""
@@ -134,6 +141,7 @@ class Presence:
         """Sessions whose ``work_accepted`` a socket was sent: their peer is read next tick."""
         self._tick = 0
         self._failing = False
+        self._zero_proves_nothing_until = float("-inf")
         self._task: asyncio.Task[None] | None = None
         self.counts_read = 0
         """Broker calls made for the watches (for the cost: at most one per ``POLL_S``)."""
@@ -173,11 +181,15 @@ class Presence:
         since: int,
     ) -> None:
         self._pending.get(connection, set()).discard(session_id)
+        if connection.closing:
+            return
         watch = _Watch(peer_group, PeerWatch(online, self._grace_s), since)
         self._watches.setdefault(connection, {})[session_id] = watch
 
     def session_seen(self, connection: Connection, session_id: uuid.UUID, live: bool) -> None:
         """``connection`` was sent the start (``live``) or the end of a session."""
+        if live and connection.closing:
+            return
         if live:
             if session_id not in self._watches.get(connection, {}):
                 self._pending.setdefault(connection, set()).add(session_id)
@@ -188,6 +200,14 @@ class Presence:
             watches.pop(session_id, None)
             if not watches:
                 del self._watches[connection]
+
+    def broker_recovered(self, recovery_s: float = RECOVERY_S) -> None:
+        """The broker was away and is back: nobody is told ``false`` for it (see
+        ``RECOVERY_S``); a grace that had begun starts again after the recovery."""
+        self._zero_proves_nothing_until = self._clock() + recovery_s
+        for watches in self._watches.values():
+            for watch in watches.values():
+                watch.state.zero_since = None
 
     def forget(self, connection: Connection) -> None:
         self._watches.pop(connection, None)
@@ -228,6 +248,9 @@ class Presence:
         tick = self._tick
         if self._pending:
             await self._resolve()
+        for closed in [c for c in self._watches if c.closing]:
+            # Closed without a forget (a disconnect racing a tick): never watched again.
+            self.forget(closed)
         if not self._watches:
             return
         groups = sorted({w.peer_group for ws in self._watches.values() for w in ws.values()})
@@ -244,10 +267,16 @@ class Presence:
             self._failing = False
         now = self._clock()
         for connection, watches in list(self._watches.items()):
+            if connection.closing:
+                self.forget(connection)  # closed while the counts were read
+                continue
             for session_id, watch in watches.items():
                 if watch.since >= tick or watch.peer_group not in counts:
                     continue
-                online = watch.state.observe(counts[watch.peer_group], now)
+                count = counts[watch.peer_group]
+                if count == 0 and now < self._zero_proves_nothing_until:
+                    continue
+                online = watch.state.observe(count, now)
                 if online is not None:
                     connection.offer(SendFrame(encode(presence_frame(session_id, online))))
 
