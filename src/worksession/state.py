@@ -14,6 +14,7 @@ from worksession.kit.jwt import TokenVerifier
 from worksession.pipeline.runner import Pipeline
 from worksession.realtime.connections import Hub
 from worksession.realtime.ratelimit import SharedBudget
+from worksession.webhooks.dispatcher import Dispatcher
 
 
 @dataclass(slots=True)
@@ -28,6 +29,8 @@ class AppState:
     typing: TypingRelay
     rest_budget: SharedBudget
     """PROTOCOL 7 (*1.1*): each participant's REST requests, over every worker."""
+    webhooks: Dispatcher | None = None
+    """The webhook dispatcher, when ``WORKSESSION_WEBHOOK_URL`` is set."""
 
 
 def get_state(connection: HTTPConnection) -> AppState:

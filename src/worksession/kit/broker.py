@@ -76,6 +76,12 @@ class Broker(abc.ABC):
         hold its members (0 when none)."""
         return 0
 
+    async def count_online(self, groups: Sequence[str]) -> dict[str, int]:
+        """How many members each of ``groups`` has now, over every worker (members of a
+        worker that stopped beating do not count). Raises if the broker is unreachable.
+        The default keeps no groups: everyone counts as having none."""
+        return dict.fromkeys(groups, 0)
+
     async def take_shared_token(self, key: str, rate: float, burst: int) -> float | None:
         """Take one token from the bucket ``key`` shared by every worker: 0.0 when there
         was one, else the seconds until there is. None when this broker shares nothing
@@ -134,6 +140,9 @@ class MemoryBroker(Broker):
             del self._groups[group]
             return 0
         return 1
+
+    async def count_online(self, groups: Sequence[str]) -> dict[str, int]:
+        return {group: len(self._groups.get(group, ())) for group in groups}
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)

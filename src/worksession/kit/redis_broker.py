@@ -101,6 +101,25 @@ join, so workers on hosts with skewed clocks agree on who is oldest), drops the 
 of dead workers, evicts the oldest beyond the limit and tells the workers concerned, in
 one round trip. Returns the number of workers holding the group, then the evicted
 members of the calling worker."""
+COUNT_ONLINE = """
+local alive, counts, living = ARGV[1], {}, {}
+for i, key in ipairs(KEYS) do
+    local n = 0
+    for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+        local worker = string.sub(member, 1, string.find(member, '|', 1, true) - 1)
+        if living[worker] == nil then
+            living[worker] = redis.call('EXISTS', alive .. worker) == 1
+        end
+        if living[worker] then
+            n = n + 1
+        end
+    end
+    counts[i] = n
+end
+return counts
+"""
+"""The members of each group (``SETTLE_GROUP``'s sorted sets) whose worker is alive, read
+only: a dead worker's members are dropped by the next join or leave, not here."""
 SHARED_BUCKET = """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -206,6 +225,7 @@ class RedisBroker(Broker):
         self._echoes: dict[tuple[str, bytes], None] = {}
         self._publish_all = self.client.register_script(PUBLISH_ALL)
         self._settle_group = self.client.register_script(SETTLE_GROUP)
+        self._count_online = self.client.register_script(COUNT_ONLINE)
         self._take_token = self.client.register_script(SHARED_BUCKET)
         self.reconnects = 0
 
@@ -393,6 +413,15 @@ class RedisBroker(Broker):
         for evicted_member in evicted:
             self._evict(evicted_member.decode())
         return int(workers)
+
+    async def count_online(self, groups: Sequence[str]) -> dict[str, int]:
+        if not groups:
+            return {}
+        counts = await self._count_online(
+            keys=[f"{self._prefix}_group:{group}" for group in groups],
+            args=[f"{self._prefix}_alive:"],
+        )
+        return {group: int(n) for group, n in zip(groups, counts, strict=True)}
 
     async def take_shared_token(self, key: str, rate: float, burst: int) -> float | None:
         wait = await self._take_token(keys=[f"{self._prefix}_bucket:{key}"], args=[rate, burst])
