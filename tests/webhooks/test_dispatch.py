@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -62,7 +63,7 @@ async def rig(
 async def statuses(db: Database) -> dict[str, str]:
     async with db.transaction() as s:
         found = await s.execute(select(WebhookDelivery.user_id, WebhookDelivery.status))
-        return {user: status for user, status in found.all()}
+        return {str(user): str(status) for user, status in found.all()}
 
 
 async def test_offline_provider_gets_one_signed_work_request_online_one_none(
@@ -95,7 +96,7 @@ async def test_500_three_times_then_200_is_the_same_webhook_four_times(db: Datab
         await asyncio.sleep(1.2)
         assert len(receiver.received) == 4
     assert len({h.body for h in hooks}) == 1  # same id, same body
-    gaps = [b.at - a.at for a, b in zip(hooks, hooks[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(hooks)]
     assert gaps[0] < gaps[1] < gaps[2], gaps
     assert 0.75 <= gaps[0] <= 1.5, gaps
     assert gaps[2] >= 3.0, gaps
