@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,3 +113,28 @@ class Receiver:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{len(got)} of {count} webhooks within {timeout}s: {got}")
             await asyncio.sleep(0.02)
+
+
+@contextmanager
+def in_thread(receiver: Receiver) -> Iterator[Receiver]:
+    """``receiver`` serving from a thread of its own, for tests whose servers start
+    synchronously (``dedicated_server`` migrates with ``asyncio.run``)."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(receiver.__aenter__())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(receiver.__aexit__())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10), "the receiver did not start"
+    try:
+        yield receiver
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
