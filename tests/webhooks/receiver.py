@@ -22,6 +22,8 @@ class Received:
     """time.monotonic() when the request had arrived."""
     headers: dict[str, str]
     body: bytes
+    peer_port: int = 0
+    """The sender's local port."""
 
     @property
     def json(self) -> dict[str, Any]:
@@ -71,7 +73,8 @@ class Receiver:
                         name, _, value = line.partition(":")
                         headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                received = Received(time.monotonic(), headers, body)
+                peer = writer.get_extra_info("peername")
+                received = Received(time.monotonic(), headers, body, int(peer[1]))
                 self.received.append(received)
                 status = self.choose(received.json) if self.choose is not None else None
                 if status is None:
