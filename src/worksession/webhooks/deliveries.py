@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from worksession.eventlog.outbox import dumps
 from worksession.kit.clock import isoformat_z
 from worksession.models import WebhookDelivery as W
+from worksession.models.webhook_delivery import PENDING_SQL
 from worksession.webhooks.outbox import RETRY_FOR
 from worksession.webhooks.schemas import DeliveryStatus, DeliveryView
 
@@ -81,7 +82,10 @@ async def claim(
     """Up to ``limit`` due rows, oldest due first, each leased until ``lease_until``."""
     due = (
         select(W.id)
-        .where(W.status == "pending", W.next_attempt_at <= now)
+        # The partial index's own predicate, as SQL text: a bound 'pending' would not let
+        # PostgreSQL use that index once it plans the prepared statement generically, and
+        # the table holds a week of delivered rows.
+        .where(PENDING_SQL, W.next_attempt_at <= now)
         .order_by(W.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -147,15 +151,18 @@ async def skipped(db: AsyncSession, rows: Sequence[Claimed], now: datetime) -> N
 async def queue_stats(db: AsyncSession) -> tuple[int, datetime | None]:
     """How many rows are pending, and when the oldest of them was written."""
     count, oldest = (
-        await db.execute(select(func.count(), func.min(W.created_at)).where(W.status == "pending"))
+        await db.execute(select(func.count(), func.min(W.created_at)).where(PENDING_SQL))
     ).one()
     return int(count), oldest
 
 
 async def listing(db: AsyncSession, status: DeliveryStatus, limit: int) -> list[DeliveryView]:
     """Pending rows by when they are due, the others newest first."""
-    order = W.next_attempt_at.asc() if status == "pending" else W.updated_at.desc()
-    rows = await db.execute(select(W).where(W.status == status).order_by(order, W.id).limit(limit))
+    if status == "pending":
+        query = select(W).where(PENDING_SQL).order_by(W.next_attempt_at, W.id)
+    else:
+        query = select(W).where(W.status == status).order_by(W.updated_at.desc(), W.id)
+    rows = await db.execute(query.limit(limit))
     return [_view(row) for row in rows.scalars()]
 
 
