@@ -1,8 +1,10 @@
-"""A worker killed in the middle of sending a webhook loses nothing: its lease runs out and
-the other worker sends the same webhook (same id, same body) again."""
+"""Webhooks with two workers on PostgreSQL and Redis: a socket open on the other worker
+counts as online; a worker killed in the middle of sending a webhook loses nothing: its
+lease runs out and the other worker sends the same webhook (same id, same body) again."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REDIS_URL
-from tests.realtime.conftest import Server, uid
+from tests.realtime.conftest import Server, open_client, uid
 from tests.scaleout.conftest import Cluster, needs_postgresql_and_redis, start_cluster, stop_cluster
 from tests.webhooks.receiver import HANG, Receiver, in_thread
 from worksession.webhooks.dispatcher import LEASE_MARGIN_S
@@ -25,7 +27,7 @@ TIMEOUT_S = 2.0
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    with in_thread(Receiver(answers=[HANG])) as running:
+    with in_thread(Receiver()) as running:
         yield running
 
 
@@ -41,6 +43,19 @@ def hooked(tmp_path: Path, receiver: Receiver) -> Iterator[Cluster]:
     )
     yield running
     stop_cluster(running)
+
+
+async def test_a_socket_on_the_other_worker_counts_as_online(
+    hooked: Cluster, receiver: Receiver
+) -> None:
+    online, offline = uid("provider"), uid("provider")
+    async with open_client(hooked.b, "provider", online) as provider:
+        order = await hooked.a.create_order(seeker_id=uid("seeker"), provider_ids=[online, offline])
+        await provider.expect("work_request", work_id=order["work_id"])
+        (hook,) = await receiver.wait_for(1)
+        await asyncio.sleep(2.5)  # a poll of each worker and more: nothing for the online one
+        assert len(receiver.received) == 1
+    assert hook.json["user_id"] == offline
 
 
 def _sender(cluster: Cluster, peer_port: int) -> Server:
@@ -68,6 +83,7 @@ def _sender(cluster: Cluster, peer_port: int) -> Server:
 async def test_a_worker_killed_mid_delivery_loses_nothing(
     hooked: Cluster, receiver: Receiver
 ) -> None:
+    receiver.answers.append(HANG)
     provider = uid("provider")
     await hooked.a.create_order(seeker_id=uid("seeker"), provider_ids=[provider])
     (first,) = await receiver.wait_for(1)  # its answer never comes
