@@ -183,6 +183,18 @@ def test_production_refuses_to_start_with_one_line(
     )
 
 
+def test_a_webhook_url_without_a_secret_refuses_to_start(tmp_path: Path) -> None:
+    env = {
+        "WORKSESSION_ENV": "production",
+        "WORKSESSION_JWT_SECRET": LONG_SECRET,
+        "WORKSESSION_SERVICE_JWT_SECRET": SERVICE_SECRET,
+        "WORKSESSION_WEBHOOK_URL": "https://push.example/hooks",
+    }
+    assert _refused(tmp_path, ["serve", "--port", str(_free_port())], **env) == (
+        "WORKSESSION_WEBHOOK_URL is set without WORKSESSION_WEBHOOK_SECRET"
+    )
+
+
 @pytest.mark.parametrize("mode", ["dev", "test"])
 def test_a_non_loopback_address_refuses_the_default_secret_in_any_mode(
     tmp_path: Path, mode: str

@@ -33,7 +33,17 @@ def _is_transport(rel: str) -> bool:
 
 def _is_service(rel: str) -> bool:
     return rel.endswith(("repository.py", "render.py", "events.py")) or (
-        rel.startswith(("sessions/", "orders/", "chat/", "availability/", "eventlog/", "pipeline/"))
+        rel.startswith(
+            (
+                "sessions/",
+                "orders/",
+                "chat/",
+                "availability/",
+                "eventlog/",
+                "pipeline/",
+                "webhooks/",
+            )
+        )
         and not _is_transport(rel)
     )
 
@@ -56,6 +66,7 @@ DECIDING = (
     "sessions/location.py",
     "sessions/mediums.py",
     "sessions/retention.py",
+    "webhooks/outbox.py",
 )
 """The deciding functions and what they are made of: pure, whatever the command."""
 

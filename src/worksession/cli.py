@@ -1,4 +1,4 @@
-"""The ``worksession`` command: serve, migrate, sweep, token."""
+"""The ``worksession`` command: serve, migrate, sweep, token, webhook-verify."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -179,6 +180,39 @@ def token(
         typer.echo(f"worksession: cannot sign a {user_type.value} token: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(signed)
+
+
+@cli.command("webhook-verify")
+def webhook_verify(
+    body: Annotated[
+        Path, typer.Option(exists=True, dir_okay=False, help="The saved raw request body.")
+    ],
+    header: Annotated[str, typer.Option(help="The Worksession-Signature header's value.")],
+    max_age: Annotated[
+        float, typer.Option(min=0, help="Seconds a signature stays valid; 0: any age.")
+    ] = 300,
+) -> None:
+    """Check a saved webhook body and its signature header against
+    WORKSESSION_WEBHOOK_SECRET (read from the environment, never from an argument)."""
+    from worksession.webhooks.verify import verify_worksession_signature
+
+    secret = os.environ.get("WORKSESSION_WEBHOOK_SECRET")
+    if not secret:
+        typer.echo("worksession: WORKSESSION_WEBHOOK_SECRET is not set", err=True)
+        raise typer.Exit(2)
+    raw = body.read_bytes()
+    any_age = float("inf")
+    if verify_worksession_signature(raw, header, secret, tolerance_s=max_age or any_age):
+        typer.echo("valid")
+        return
+    if verify_worksession_signature(raw, header, secret, tolerance_s=any_age):
+        reason = f"stale timestamp (older than {max_age:g} s)"
+    elif "t=" in header and "v1=" in header:
+        reason = "signature mismatch"
+    else:
+        reason = "malformed header"
+    typer.echo(f"invalid: {reason}", err=True)
+    raise typer.Exit(1)
 
 
 def main() -> None:

@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     replay_page_size: int = Field(default=200, ge=1, le=10_000)
     max_messages_per_session: int = Field(default=5000, ge=1)
 
+    # Webhooks for users with no socket open (contract 1.1, section 8): off without a URL.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_chat_coalesce_s: float = Field(default=30.0, ge=0)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -99,6 +105,9 @@ class Settings(BaseSettings):
         if uses_public_key and not self.jwt_public_key:
             raise ValueError("an asymmetric JWT algorithm needs WORKSESSION_JWT_PUBLIC_KEY")
         self._check_service_domain()
+        if self.webhook_url and not self.webhook_secret:
+            # An unsigned webhook could be forged by anyone who can reach the receiver.
+            raise ValueError("WORKSESSION_WEBHOOK_URL is set without WORKSESSION_WEBHOOK_SECRET")
         return self
 
     @property

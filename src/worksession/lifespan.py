@@ -28,6 +28,7 @@ from worksession.realtime.ratelimit import SharedBudget
 from worksession.scheduler import Jobs, build_scheduler
 from worksession.sessions import repository as sessions
 from worksession.state import AppState
+from worksession.webhooks.dispatcher import Dispatcher, online_in
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,21 @@ def build_pipeline(settings: Settings, db: Database, broker: Broker) -> Pipeline
     )
 
 
+def build_dispatcher(settings: Settings, db: Database, broker: Broker) -> Dispatcher | None:
+    """The webhook dispatcher, or None when webhooks are off (no URL)."""
+    if not settings.webhook_url:
+        return None
+    # Settings refuse a URL without a secret.
+    assert settings.webhook_secret is not None
+    return Dispatcher(
+        db,
+        url=settings.webhook_url,
+        secret=settings.webhook_secret,
+        timeout_s=settings.webhook_timeout_s,
+        online=online_in(broker),
+    )
+
+
 def describe_database(url: str) -> str:
     """The URL without its password, fit for a log line."""
     return make_url(url).render_as_string(hide_password=True)
@@ -142,6 +158,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     await broker.start(hub.deliver, broker_back)
     state.presence.start()
+    state.webhooks = build_dispatcher(settings, db, broker)
+    if state.webhooks is not None:
+        state.pipeline.webhooks_written = state.webhooks.wake
+        await state.webhooks.start()
     jobs = Jobs(settings, db, state.pipeline, broker, leadership)
     scheduler = build_scheduler(jobs, settings)
     scheduler.start()
@@ -161,6 +181,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await close_all(state, CLOSE_RESTARTING, "server restarting")
         await state.presence.close()
         await state.pipeline.wait_idle()
+        if state.webhooks is not None:
+            await state.webhooks.stop()
         state.typing.close()
         await broker.close()
         await state.pipeline.store.dispose()

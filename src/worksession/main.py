@@ -15,6 +15,7 @@ from worksession.ops.logs import route_template_var
 from worksession.orders import rest as orders_rest
 from worksession.realtime import gateway
 from worksession.sessions import rest as sessions_rest
+from worksession.webhooks import rest as webhooks_rest
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions_rest.participant_router)
     app.include_router(sessions_rest.internal_router)
     app.include_router(availability_rest.router)
+    app.include_router(webhooks_rest.router)
     app.include_router(gateway.router)
     return app
 

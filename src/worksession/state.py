@@ -15,6 +15,7 @@ from worksession.pipeline.runner import Pipeline
 from worksession.realtime.connections import Hub
 from worksession.realtime.presence import Presence
 from worksession.realtime.ratelimit import SharedBudget
+from worksession.webhooks.dispatcher import Dispatcher
 
 
 @dataclass(slots=True)
@@ -30,6 +31,8 @@ class AppState:
     presence: Presence
     rest_budget: SharedBudget
     """PROTOCOL 7 (*1.1*): each participant's REST requests, over every worker."""
+    webhooks: Dispatcher | None = None
+    """The webhook dispatcher, when ``WORKSESSION_WEBHOOK_URL`` is set."""
 
 
 def get_state(connection: HTTPConnection) -> AppState:

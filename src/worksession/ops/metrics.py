@@ -109,6 +109,22 @@ PIPELINE_SPLITS = Counter(
     "worksession_pipeline_splits",
     "Batches that failed in the database and were run again command by command.",
 )
+WEBHOOK_DELIVERIES = Counter(
+    "worksession_webhook_deliveries",
+    "Webhook attempts by outcome: delivered (2xx), failed (will be retried), dead (retried "
+    "for 24 hours), skipped_online (the user had a socket open when it was due).",
+    ["outcome"],
+)
+WEBHOOK_QUEUE_DEPTH = Gauge(
+    "worksession_webhook_queue_depth",
+    "Webhooks pending (waiting, in flight or waiting for a retry), over all workers.",
+    multiprocess_mode="livemax",
+)
+WEBHOOK_OLDEST_PENDING = Gauge(
+    "worksession_webhook_oldest_pending_seconds",
+    "Age of the oldest pending webhook (0 when none), over all workers.",
+    multiprocess_mode="livemax",
+)
 FIXES_DROPPED = Counter(
     "worksession_location_fixes_dropped",
     "Location fixes dropped as noise, by verdict.",
@@ -121,6 +137,9 @@ for _outcome in ("cancelled", "completed"):
     SESSION_OUTCOMES.labels(_outcome)
 for _outcome in ("accepted", "declined", "rejected", "expired", "withdrawn"):
     OFFER_OUTCOMES.labels(_outcome)
+WEBHOOK_OUTCOMES = ("delivered", "failed", "dead", "skipped_online")
+for _outcome in WEBHOOK_OUTCOMES:
+    WEBHOOK_DELIVERIES.labels(_outcome)
 
 _FRAME_PREFIX = '{"type":"'
 _MAX_TYPE_CHARS = 40
@@ -182,6 +201,15 @@ def offer_outcome(outcome: str, count: int = 1) -> None:
 
 def fix_dropped(verdict: str) -> None:
     FIXES_DROPPED.labels(verdict).inc()
+
+
+def webhook_outcome(outcome: str, count: int = 1) -> None:
+    WEBHOOK_DELIVERIES.labels(outcome).inc(count)
+
+
+def webhook_queue(depth: int, oldest_age_s: float) -> None:
+    WEBHOOK_QUEUE_DEPTH.set(depth)
+    WEBHOOK_OLDEST_PENDING.set(oldest_age_s)
 
 
 def observe(observation: Observation) -> None:

@@ -21,6 +21,7 @@ from worksession.pipeline import commands as c
 from worksession.pipeline.rows import Policy
 from worksession.pipeline.store import Swept, Transaction
 from worksession.pipeline.world import Changes, ClientKey, UserKey, World
+from worksession.webhooks.outbox import coalesced, first_due
 
 logger = logging.getLogger(__name__)
 
@@ -151,4 +152,10 @@ async def flush(tx: Transaction, world: World, now: datetime) -> list[Swept]:
     await tx.expire_chats(list(changes.expired_chats.values()), pks)
     await tx.insert_events(changes.events, pks)
     await tx.set_flags(changes.flags, now)
+    if changes.webhooks:
+        webhooks = coalesced(changes.webhooks)
+        keys = sorted({w.coalesce_key for w in webhooks if w.coalesce_key is not None})
+        last_sent = await tx.last_chat_webhooks(keys) if keys else {}
+        window = world.policy.webhook_chat_window
+        await tx.insert_webhooks(first_due(webhooks, last_sent, window), now)
     return [await tx.sweep(sweep) for sweep in changes.sweeps]

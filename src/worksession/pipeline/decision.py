@@ -75,7 +75,8 @@ class SetFlag:
 
 @dataclass(frozen=True, slots=True)
 class Sweep:
-    """Delete messages expired at ``now`` and the log of sessions ended before ``ended_before``."""
+    """Delete messages expired at ``now`` and the log of sessions ended before ``ended_before``
+    (and finished webhooks past their own retention, ``webhooks.outbox``)."""
 
     now: datetime
     ended_before: datetime

@@ -49,6 +49,7 @@ from worksession.pipeline.rows import (
 from worksession.pipeline.store import Conflict, Contention, Swept
 from worksession.pipeline.world import ClientKey, UserKey
 from worksession.sessions.states import LIVE_STATES
+from worksession.webhooks.outbox import DEAD_RETENTION, DELIVERED_RETENTION, WebhookRow
 
 Connection = Any
 """An asyncpg connection (asyncpg ships no type information)."""
@@ -264,6 +265,32 @@ _SET_FLAG: Final = {
         " SET is_searching = excluded.is_searching, updated_at = excluded.updated_at"
     ),
 }
+_WEBHOOK_INSERT: Final = _Rows(
+    Base.metadata.tables["webhook_deliveries"],
+    (
+        *WebhookRow.__dataclass_fields__,
+        "status",
+        "attempts",
+        "created_at",
+        "updated_at",
+    ),
+)
+# The conflict target repeats the partial unique index's predicate, which is what makes
+# PostgreSQL pick that index as the arbiter.
+_INSERT_WEBHOOKS: Final = (
+    _WEBHOOK_INSERT.inserting
+    + " ON CONFLICT (coalesce_key) WHERE status = 'pending' AND attempts = 0"
+    " AND coalesce_key IS NOT NULL DO UPDATE SET seq = excluded.seq,"
+    " occurred_at = excluded.occurred_at, updated_at = excluded.updated_at"
+)
+_LAST_CHAT_WEBHOOKS: Final = (
+    "SELECT coalesce_key, max(first_sent_at) FROM webhook_deliveries"
+    " WHERE coalesce_key = ANY($1::text[]) GROUP BY coalesce_key"
+)
+_SWEEP_WEBHOOKS: Final = (
+    "DELETE FROM webhook_deliveries WHERE (status IN ('delivered', 'skipped')"
+    " AND updated_at <= $1) OR (status = 'dead' AND updated_at <= $2)"
+)
 _SWEEP_MESSAGES: Final = "DELETE FROM chat_messages WHERE expires_at <= $1"
 # The WHERE clauses repeat the partial indexes' predicates word for word, which is what
 # lets the planner use them. A session's messages go with it even if one missed its expiry.
@@ -443,7 +470,32 @@ class PostgresTransaction:
             _ERASE_SESSIONS, sweep.ended_before, sweep.now
         )
         orders = _deleted(await self._c.execute(_ERASE_ORDERS, sweep.ended_before, sweep.now))
-        return Swept(messages=messages + left, events=events, sessions=sessions, orders=orders)
+        webhooks = _deleted(
+            await self._c.execute(
+                _SWEEP_WEBHOOKS, sweep.now - DELIVERED_RETENTION, sweep.now - DEAD_RETENTION
+            )
+        )
+        return Swept(
+            messages=messages + left,
+            events=events,
+            sessions=sessions,
+            orders=orders,
+            webhooks=webhooks,
+        )
+
+    async def last_chat_webhooks(self, keys: Sequence[str]) -> dict[str, datetime]:
+        if not keys:
+            return {}
+        records = await self._c.fetch(_LAST_CHAT_WEBHOOKS, list(keys))
+        return {r[0]: r[1] for r in records if r[1] is not None}
+
+    async def insert_webhooks(self, rows: Sequence[WebhookRow], now: datetime) -> None:
+        if rows:
+            values = [
+                (*(getattr(r, f) for f in WebhookRow.__dataclass_fields__), "pending", 0, now, now)
+                for r in rows
+            ]
+            await self._c.execute(_INSERT_WEBHOOKS, *_WEBHOOK_INSERT.arrays(values))
 
     async def _rows(self, statement: str, shape: _Rows, rows: Sequence[Any]) -> None:
         """``statement`` over ``rows``, dataclasses whose fields include ``shape``'s columns."""

@@ -187,6 +187,10 @@ class Policy:
     max_messages_per_session: int = 5000
     abandon_after: timedelta = timedelta(hours=12)
     """How long a live session may go untouched by both participants (``updated_at``)."""
+    webhooks: bool = False
+    """Whether batches write webhooks to the outbox (``WORKSESSION_WEBHOOK_URL`` is set)."""
+    webhook_chat_window: timedelta = timedelta(seconds=30)
+    """At most one chat webhook per recipient and session per this window."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -196,4 +200,6 @@ class Policy:
             offer_ttl=timedelta(seconds=settings.offer_ttl_s),
             max_messages_per_session=settings.max_messages_per_session,
             abandon_after=timedelta(seconds=settings.abandon_after_s),
+            webhooks=bool(settings.webhook_url),
+            webhook_chat_window=timedelta(seconds=settings.webhook_chat_coalesce_s),
         )

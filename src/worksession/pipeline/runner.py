@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,7 @@ from worksession.pipeline.rows import Policy
 from worksession.pipeline.store import Conflict, Contention, Store, Swept
 from worksession.pipeline.world import World
 from worksession.protocol.outbound import encode
+from worksession.webhooks.outbox import webhooks_for
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +116,9 @@ class Pipeline:
         """Batches that failed in the database and were run again command by command."""
         self.retries = 0
         """Commands run a second time alone after losing a race they could not see."""
+        self.webhooks_written: Callable[[], None] | None = None
+        """Called after a batch that wrote webhooks has committed (the local dispatcher
+        sends them without waiting for its next poll)."""
 
     @property
     def batches(self) -> int:
@@ -160,6 +165,12 @@ class Pipeline:
                         decided.append((item, refused))
                         continue
                     world.apply(decision)
+                    if self.policy.webhooks:
+                        world.changes.webhooks.extend(
+                            webhooks_for(
+                                command, decision, world.sessions.__getitem__, now, uuid.uuid4
+                            )
+                        )
                     decided.append((item, decision))
                 swept = iter(await flush(tx, world, now))
                 for item, decided_one in decided:
@@ -227,6 +238,8 @@ class Pipeline:
             for observation in decision.observations:
                 metrics.observe(observation)
         await publish(self._broker, outbox)
+        if world.changes.webhooks and self.webhooks_written is not None:
+            self.webhooks_written()
 
 
 def _publish_into(outbox: Outbox, world: World, decision: Decision, *, origin: str | None) -> None:

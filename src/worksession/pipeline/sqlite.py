@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from worksession.eventlog.events import LoggedEvent
 from worksession.kit.sqltypes import UTCDateTime
 from worksession.models import Base, ProviderActiveStatus, SeekerSearchPreference
+from worksession.models.webhook_delivery import OPEN_CHAT_SQL
 from worksession.models.work_order import PERSONAL_COLUMNS as ORDER_PERSONAL_COLUMNS
 from worksession.models.work_order import TO_ERASE_SQL as ORDERS_TO_ERASE
 from worksession.models.work_session import PERSONAL_COLUMNS as SESSION_PERSONAL_COLUMNS
@@ -60,6 +61,7 @@ from worksession.pipeline.rows import (
 from worksession.pipeline.store import Conflict, Swept
 from worksession.pipeline.world import ClientKey, UserKey
 from worksession.sessions.states import LIVE_STATES
+from worksession.webhooks.outbox import DEAD_RETENTION, DELIVERED_RETENTION, WebhookRow
 
 _TABLES: Final = Base.metadata.tables
 _SESSIONS: Final = _TABLES["work_sessions"]
@@ -67,6 +69,17 @@ _MESSAGES: Final = _TABLES["chat_messages"]
 _ORDERS: Final = _TABLES["work_orders"]
 _OFFERS: Final = _TABLES["work_offers"]
 _EVENTS: Final = _TABLES["session_events"]
+_WEBHOOKS: Final = _TABLES["webhook_deliveries"]
+_WEBHOOK_FIELDS: Final = tuple(WebhookRow.__dataclass_fields__)
+_INSERT_WEBHOOKS: Final = (statement := upsert(_WEBHOOKS)).on_conflict_do_update(
+    index_elements=["coalesce_key"],
+    index_where=OPEN_CHAT_SQL,
+    set_={
+        "seq": statement.excluded.seq,
+        "occurred_at": statement.excluded.occurred_at,
+        "updated_at": statement.excluded.updated_at,
+    },
+)
 _ORDER_COLUMNS: Final = tuple(OrderRow.__dataclass_fields__)
 _OFFER_COLUMNS: Final = tuple(OfferRow.__dataclass_fields__)
 _LIVE: Final = [s.value for s in LIVE_STATES]
@@ -391,12 +404,52 @@ class SqliteTransaction:
                 }
             )
         )
+        finished = await self._c.execute(
+            delete(_WEBHOOKS).where(
+                or_(
+                    and_(
+                        _WEBHOOKS.c.status.in_(["delivered", "skipped"]),
+                        _WEBHOOKS.c.updated_at <= sweep.now - DELIVERED_RETENTION,
+                    ),
+                    and_(
+                        _WEBHOOKS.c.status == "dead",
+                        _WEBHOOKS.c.updated_at <= sweep.now - DEAD_RETENTION,
+                    ),
+                )
+            )
+        )
         return Swept(
             messages=int(expired.rowcount) + int(left.rowcount),
             events=int(events.rowcount),
             sessions=int(sessions.rowcount),
             orders=int(orders.rowcount),
+            webhooks=int(finished.rowcount),
         )
+
+    async def last_chat_webhooks(self, keys: Sequence[str]) -> dict[str, datetime]:
+        if not keys:
+            return {}
+        records = await self._all(
+            select(_WEBHOOKS.c.coalesce_key, func.max(_WEBHOOKS.c.first_sent_at))
+            .where(_WEBHOOKS.c.coalesce_key.in_(list(keys)))
+            .group_by(_WEBHOOKS.c.coalesce_key)
+        )
+        # max() keeps the column's type: the values come back as aware datetimes.
+        return {key: sent for key, sent in records if sent is not None}
+
+    async def insert_webhooks(self, rows: Sequence[WebhookRow], now: datetime) -> None:
+        if rows:
+            values = [
+                {
+                    **{f: getattr(r, f) for f in _WEBHOOK_FIELDS},
+                    "status": "pending",
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for r in rows
+            ]
+            await self._c.execute(_INSERT_WEBHOOKS, values)
 
     async def _insert(self, table: Table, columns: Sequence[str], rows: Sequence[Any]) -> None:
         if rows:

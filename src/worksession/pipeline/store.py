@@ -24,6 +24,7 @@ from worksession.eventlog.events import LoggedEvent
 from worksession.pipeline.decision import ExpireChat, Flag, Sweep
 from worksession.pipeline.rows import MessageRow, OfferRow, OrderRow, SessionRow
 from worksession.pipeline.world import ClientKey, UserKey
+from worksession.webhooks.outbox import WebhookRow
 
 
 class Conflict(Exception):
@@ -49,6 +50,8 @@ class Swept:
     """Ended sessions whose mediums and positions were erased."""
     orders: int = 0
     """Ended orders whose details and location were erased."""
+    webhooks: int = 0
+    """Finished webhook deliveries past their retention."""
 
 
 class Transaction(Protocol):
@@ -132,11 +135,23 @@ class Transaction(Protocol):
 
     async def set_flags(self, flags: dict[tuple[Flag, str], bool], now: datetime) -> None: ...
 
+    async def last_chat_webhooks(self, keys: Sequence[str]) -> dict[str, datetime]:
+        """When the latest chat webhook of each of these coalescing keys went out, where
+        one did."""
+        ...
+
+    async def insert_webhooks(self, rows: Sequence[WebhookRow], now: datetime) -> None:
+        """Add the rows to the outbox; a chat row whose recipient and session already have
+        one nobody tried to send yet merges into it instead (its seq and time replace the
+        waiting row's)."""
+        ...
+
     async def sweep(self, sweep: Sweep) -> Swept:
         """Delete the messages expired at ``sweep.now``; for each session that ended at or
         before ``sweep.ended_before`` and is not erased yet, delete its events and messages
-        and erase its personal data; erase that of each order ended by then. Each set is
-        one statement served by a partial index of what is still to erase."""
+        and erase its personal data; erase that of each order ended by then; delete the
+        finished webhook deliveries past their retention. Each set is one statement served
+        by a partial index of what is still to erase."""
         ...
 
 

@@ -36,6 +36,7 @@ from worksession.pipeline.rows import (
     Policy,
     SessionRow,
 )
+from worksession.webhooks.outbox import WebhookRow
 
 ClientKey = tuple[uuid.UUID, str, str]
 """(session id, sender id, client_msg_id): what makes a retried message the same message."""
@@ -62,6 +63,7 @@ class Changes:
     flags: dict[tuple[Flag, str], bool] = field(default_factory=dict)
     events: list[LoggedEvent] = field(default_factory=list)
     sweeps: list[Sweep] = field(default_factory=list)
+    webhooks: list[WebhookRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(
@@ -79,6 +81,7 @@ class Changes:
                 self.flags,
                 self.events,
                 self.sweeps,
+                self.webhooks,
             )
         )
 

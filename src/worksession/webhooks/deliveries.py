@@ -1,0 +1,187 @@
+"""The webhook outbox's rows outside the write pipeline: the dispatcher's claims and
+outcomes, and the internal API's listing and manual retry.
+
+The pipeline writes the rows with their events; everything here only moves a row along
+(pending -> delivered | skipped | dead, dead -> pending) and never creates one.
+
+Claiming is a short transaction of its own: ``SELECT ... FOR UPDATE SKIP LOCKED`` on
+PostgreSQL (workers never claim the same row and never wait for each other), a plain
+select under SQLite's single writer. A claim counts the attempt and pushes
+``next_attempt_at`` to the end of a lease; the send happens outside any transaction, and
+its outcome is written only if nobody claimed the row again meanwhile (``attempts``
+unchanged): a worker killed mid-delivery leaves the lease to run out, and another sends the
+row again, same id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from worksession.eventlog.outbox import dumps
+from worksession.kit.clock import isoformat_z
+from worksession.models import WebhookDelivery as W
+from worksession.models.webhook_delivery import PENDING_SQL
+from worksession.webhooks.outbox import RETRY_FOR
+from worksession.webhooks.schemas import DeliveryStatus, DeliveryView
+
+_BODY_COLUMNS: Final = (
+    W.id,
+    W.type,
+    W.user_id,
+    W.user_type,
+    W.work_id,
+    W.session_id,
+    W.seq,
+    W.occurred_at,
+    W.attempts,
+    W.give_up_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A row claimed for one attempt (``attempts`` counts it)."""
+
+    id: uuid.UUID
+    type: str
+    user_id: str
+    user_type: str
+    work_id: int | None
+    session_id: uuid.UUID | None
+    seq: int | None
+    occurred_at: datetime
+    attempts: int
+    give_up_at: datetime
+
+    def body(self) -> bytes:
+        """The JSON body: the same bytes on every attempt."""
+        return dumps(
+            {
+                "id": str(self.id),
+                "type": self.type,
+                "user_id": self.user_id,
+                "user_type": self.user_type,
+                "work_id": self.work_id,
+                "session_id": None if self.session_id is None else str(self.session_id),
+                "seq": self.seq,
+                "occurred_at": isoformat_z(self.occurred_at),
+            }
+        ).encode()
+
+
+async def claim(
+    db: AsyncSession, *, now: datetime, lease_until: datetime, limit: int
+) -> list[Claimed]:
+    """Up to ``limit`` due rows, oldest due first, each leased until ``lease_until``."""
+    due = (
+        select(W.id)
+        # The partial index's own predicate, as SQL text: a bound 'pending' would not let
+        # PostgreSQL use that index once it plans the prepared statement generically, and
+        # the table holds a week of delivered rows.
+        .where(PENDING_SQL, W.next_attempt_at <= now)
+        .order_by(W.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = await db.execute(
+        update(W)
+        .where(W.id.in_(due.scalar_subquery()))
+        .values(
+            attempts=W.attempts + 1,
+            next_attempt_at=lease_until,
+            first_sent_at=func.coalesce(W.first_sent_at, now),
+            updated_at=now,
+        )
+        .returning(*_BODY_COLUMNS)
+        .execution_options(synchronize_session=False)
+    )
+    claimed = [Claimed(**row._asdict()) for row in rows.all()]
+    claimed.sort(key=lambda c: c.occurred_at)
+    return claimed
+
+
+def _ours(row: Claimed) -> Any:
+    # Only the attempt we claimed: a worker that took the row over after our lease ran out
+    # has counted another attempt, and its outcome is the one that stands.
+    return and_(W.id == row.id, W.status == "pending", W.attempts == row.attempts)
+
+
+async def delivered(db: AsyncSession, row: Claimed, now: datetime) -> None:
+    await db.execute(
+        update(W)
+        .where(_ours(row))
+        .values(status="delivered", delivered_at=now, last_error=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def failed(
+    db: AsyncSession, row: Claimed, now: datetime, error: str, retry_at: datetime | None
+) -> None:
+    """Retry at ``retry_at``, or keep it as dead (None)."""
+    values: dict[str, Any] = {"last_error": error[:200], "updated_at": now}
+    if retry_at is None:
+        values["status"] = "dead"
+    else:
+        values["next_attempt_at"] = retry_at
+    await db.execute(
+        update(W).where(_ours(row)).values(values).execution_options(synchronize_session=False)
+    )
+
+
+async def skipped(db: AsyncSession, rows: Sequence[Claimed], now: datetime) -> None:
+    """The users had a socket open when these were due: the socket told them. A first
+    attempt skipped does not open a chat coalescing window (nothing went out)."""
+    for row in rows:
+        values: dict[str, Any] = {"status": "skipped", "updated_at": now}
+        if row.attempts == 1:
+            values["first_sent_at"] = None
+        await db.execute(
+            update(W).where(_ours(row)).values(values).execution_options(synchronize_session=False)
+        )
+
+
+async def queue_stats(db: AsyncSession) -> tuple[int, datetime | None]:
+    """How many rows are pending, and when the oldest of them was written."""
+    count, oldest = (
+        await db.execute(select(func.count(), func.min(W.created_at)).where(PENDING_SQL))
+    ).one()
+    return int(count), oldest
+
+
+async def listing(db: AsyncSession, status: DeliveryStatus, limit: int) -> list[DeliveryView]:
+    """Pending rows by when they are due, the others newest first."""
+    if status == "pending":
+        query = select(W).where(PENDING_SQL).order_by(W.next_attempt_at, W.id)
+    else:
+        query = select(W).where(W.status == status).order_by(W.updated_at.desc(), W.id)
+    rows = await db.execute(query.limit(limit))
+    return [_view(row) for row in rows.scalars()]
+
+
+async def retry_dead(
+    db: AsyncSession, delivery_id: uuid.UUID, now: datetime
+) -> tuple[DeliveryView | None, bool]:
+    """Send a dead row again now, with another 24 hours of retries. Returns the row (None
+    if there is no such row) and whether it was dead and is now pending again."""
+    revived = await db.execute(
+        update(W)
+        .where(W.id == delivery_id, W.status == "dead")
+        .values(status="pending", next_attempt_at=now, give_up_at=now + RETRY_FOR, updated_at=now)
+        .returning(W.id)
+        .execution_options(synchronize_session=False)
+    )
+    retried = revived.first() is not None
+    row = (await db.execute(select(W).where(W.id == delivery_id))).scalar_one_or_none()
+    return (None if row is None else _view(row)), retried
+
+
+def _view(row: W) -> DeliveryView:
+    return DeliveryView.model_validate(row, from_attributes=True)

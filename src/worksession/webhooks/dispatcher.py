@@ -1,0 +1,245 @@
+"""Sends the webhook outbox: every worker runs one, each claiming its own rows.
+
+A loop claims due rows (``deliveries.claim``), drops those whose user has a socket open on
+any worker now (the socket told them), and sends each of the others in a task of its own,
+at most ``max_in_flight`` at a time: a receiver that hangs holds one slot for at most the
+timeout, never the loop, the other users' webhooks or the live session (the pipeline only
+wrote a row; nothing of the live path waits for a send). It claims only as many rows as it
+has free slots, so a claimed row is sent at once and its lease is never spent waiting.
+
+The loop wakes when the local pipeline committed webhooks, when a slot frees, when a retry
+of its own falls due, and otherwise every ``poll_s`` (rows other workers wrote or leased).
+
+Outcomes: a 2xx is delivered; anything else, or no answer within the timeout, is retried
+after 1 s, 2 s, 4 s, ... (at most 10 minutes), each ±20 % at random so that a receiver
+coming back is not hit by every retry at once, until 24 hours after the row was written;
+then it is dead, with its last error, until someone retries it by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+
+import httpx
+
+from worksession import __version__
+from worksession.eventlog.outbox import user_channel
+from worksession.kit.broker import Broker
+from worksession.kit.clock import utcnow
+from worksession.kit.db import Database, is_database_unavailable
+from worksession.ops import metrics
+from worksession.webhooks import deliveries
+from worksession.webhooks.deliveries import Claimed
+from worksession.webhooks.signing import SIGNATURE_HEADER, sign
+
+logger = logging.getLogger(__name__)
+
+User = tuple[str, str]
+"""(user_type, user_id)."""
+Online = Callable[[Sequence[User]], Awaitable[set[User]]]
+"""Which of these users have a socket open on any worker now."""
+
+BACKOFF_CAP_S = 600.0
+JITTER = 0.2
+LEASE_MARGIN_S = 10.0
+"""A claim's lease outlasts the send's timeout by this much (the outcome's own write)."""
+POLL_S = 1.0
+STATS_EVERY_S = 15.0
+MAX_IN_FLIGHT = 32
+
+
+def backoff_s(attempts: int, rng: Callable[[], float] = random.random) -> float:
+    """The wait after the ``attempts``-th failed attempt: 1 s, 2 s, 4 s, ... at most
+    10 minutes, each ±20 %."""
+    base = min(BACKOFF_CAP_S, 2.0 ** (attempts - 1))
+    return base * (1 - JITTER + 2 * JITTER * rng())
+
+
+def online_in(broker: Broker) -> Online:
+    """Presence from the broker's per-user socket groups (the sockets cap keeps them)."""
+
+    async def online(users: Sequence[User]) -> set[User]:
+        channels = [user_channel(role, user_id) for role, user_id in users]
+        counts = await broker.count_online(channels)
+        return {user for user, channel in zip(users, channels, strict=True) if counts.get(channel)}
+
+    return online
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        url: str,
+        secret: str,
+        timeout_s: float,
+        online: Online,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        poll_s: float = POLL_S,
+        clock: Callable[[], datetime] = utcnow,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._db = db
+        self._url = url
+        self._secret = secret
+        self._timeout_s = timeout_s
+        self._online = online
+        self._max_in_flight = max_in_flight
+        self._poll_s = poll_s
+        self._clock = clock
+        self._rng = rng
+        self._lease = timedelta(seconds=timeout_s + LEASE_MARGIN_S)
+        self._wake = asyncio.Event()
+        self._sending: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._client = httpx.AsyncClient(
+            headers={"user-agent": f"worksession/{__version__}"},
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=max_in_flight),
+        )
+        self._stats_at = 0.0
+
+    def wake(self) -> None:
+        """Look for due rows now (the local pipeline committed some)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="webhook-dispatcher")
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """Claim nothing more; let sends in flight finish for ``grace_s``, then cancel
+        them (their leases run out and any worker sends them again)."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._sending:
+            _, late = await asyncio.wait(self._sending, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await self._client.aclose()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            full = False
+            try:
+                full = await self.dispatch_due()
+                await self._update_stats()
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    logger.exception("webhook dispatch failed")
+                else:
+                    logger.warning("webhooks wait: database unavailable (%s)", type(exc).__name__)
+            if full and len(self._sending) < self._max_in_flight:
+                continue  # a claim as large as it could be: there may be more due rows
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_s)
+
+    async def dispatch_due(self) -> bool:
+        """Claim what is due, up to the free slots, and start sending it; returns whether
+        the claim took as many rows as it could (more may be due)."""
+        free = self._max_in_flight - len(self._sending)
+        if free <= 0:
+            return False
+        now = self._clock()
+        async with self._db.transaction() as db:
+            rows = await deliveries.claim(db, now=now, lease_until=now + self._lease, limit=free)
+        if not rows:
+            return False
+        to_send = await self._not_online(rows)
+        for row in to_send:
+            task = asyncio.create_task(self._send(row))
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
+        return len(rows) == free
+
+    async def _not_online(self, rows: list[Claimed]) -> list[Claimed]:
+        users = sorted({(row.user_type, row.user_id) for row in rows})
+        try:
+            online = await self._online(users)
+        except Exception as exc:
+            # Unknown presence: a push too many beats a missed one.
+            logger.warning("webhooks: presence unknown (%s); sending", type(exc).__name__)
+            return rows
+        skipped = [row for row in rows if (row.user_type, row.user_id) in online]
+        if skipped:
+            async with self._db.transaction() as db:
+                await deliveries.skipped(db, skipped, self._clock())
+            metrics.webhook_outcome("skipped_online", len(skipped))
+        return [row for row in rows if (row.user_type, row.user_id) not in online]
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._wake.set()  # a slot is free
+
+    async def _send(self, row: Claimed) -> None:
+        error = await self._post(row)
+        now = self._clock()
+        retry_at: datetime | None = None
+        if error is not None:
+            retry_at = now + timedelta(seconds=backoff_s(row.attempts, self._rng))
+            if retry_at > row.give_up_at:
+                retry_at = None
+        try:
+            async with self._db.transaction() as db:
+                if error is None:
+                    await deliveries.delivered(db, row, now)
+                else:
+                    await deliveries.failed(db, row, now, error, retry_at)
+        except Exception as exc:
+            # The lease runs out and the row is sent again: at least once, not exactly once.
+            logger.warning("webhook outcome not recorded (%s)", type(exc).__name__)
+            return
+        if error is None:
+            metrics.webhook_outcome("delivered")
+        elif retry_at is None:
+            metrics.webhook_outcome("dead")
+            logger.warning("webhook %s is dead after %d attempts: %s", row.id, row.attempts, error)
+        else:
+            metrics.webhook_outcome("failed")
+            delay = (retry_at - now).total_seconds()
+            asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    async def _post(self, row: Claimed) -> str | None:
+        """One attempt; None on a 2xx, else why not (never the response's body)."""
+        body = row.body()
+        headers = {
+            "content-type": "application/json",
+            SIGNATURE_HEADER: sign(self._secret, body, int(time.time())),
+        }
+        try:
+            # A bound on the whole exchange: httpx's timeout is per read, and a receiver
+            # trickling bytes would otherwise hold the slot for as long as it likes.
+            async with asyncio.timeout(self._timeout_s):
+                async with self._client.stream(
+                    "POST", self._url, content=body, headers=headers, timeout=self._timeout_s
+                ) as response:
+                    status = response.status_code
+        except TimeoutError:
+            return f"no answer within {self._timeout_s:g} s"
+        except httpx.TimeoutException:
+            return f"no answer within {self._timeout_s:g} s"
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+    async def _update_stats(self) -> None:
+        if time.monotonic() - self._stats_at < STATS_EVERY_S:
+            return
+        self._stats_at = time.monotonic()
+        async with self._db.transaction() as db:
+            depth, oldest = await deliveries.queue_stats(db)
+        age = 0.0 if oldest is None else max(0.0, (self._clock() - oldest).total_seconds())
+        metrics.webhook_queue(depth, age)

@@ -1,0 +1,181 @@
+"""The dispatcher against a real HTTP receiver, on both backends: who gets a webhook, what
+it carries and how it is signed, retries with the same id, chat coalescing over time, and a
+receiver that hangs delaying nobody else."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from tests.pipeline_run import Recorder, pipeline_for, policy
+from tests.webhooks.receiver import HANG, Receiver
+from worksession.eventlog.outbox import user_channel
+from worksession.kit.broker import MemoryBroker
+from worksession.kit.clock import utcnow
+from worksession.kit.db import Database
+from worksession.models import WebhookDelivery
+from worksession.pipeline import commands as c
+from worksession.pipeline.runner import Pipeline
+from worksession.webhooks import deliveries
+from worksession.webhooks.dispatcher import Dispatcher, backoff_s, online_in
+from worksession.webhooks.verify import verify_worksession_signature
+
+SECRET = "whsec-test-0123456789abcdef0123456789abcdef"
+
+
+@dataclasses.dataclass
+class Rig:
+    pipeline: Pipeline
+    dispatcher: Dispatcher
+    presence: MemoryBroker
+
+
+@asynccontextmanager
+async def rig(
+    db: Database, receiver: Receiver, *, window_s: float = 30.0, timeout_s: float = 5.0
+) -> AsyncIterator[Rig]:
+    rules = dataclasses.replace(
+        policy(), webhooks=True, webhook_chat_window=timedelta(seconds=window_s)
+    )
+    pipeline = pipeline_for(db, Recorder(), now=None, rules=rules)
+    presence = MemoryBroker()
+    dispatcher = Dispatcher(
+        db, url=receiver.url, secret=SECRET, timeout_s=timeout_s, online=online_in(presence)
+    )
+    pipeline.webhooks_written = dispatcher.wake
+    await dispatcher.start()
+    try:
+        yield Rig(pipeline, dispatcher, presence)
+    finally:
+        await dispatcher.stop(grace_s=0.1)
+        await pipeline.wait_idle()
+        await pipeline.store.dispose()
+
+
+async def statuses(db: Database) -> dict[str, str]:
+    async with db.transaction() as s:
+        found = await s.execute(select(WebhookDelivery.user_id, WebhookDelivery.status))
+        return {str(user): str(status) for user, status in found.all()}
+
+
+async def test_offline_provider_gets_one_signed_work_request_online_one_none(
+    db: Database,
+) -> None:
+    async with Receiver() as receiver, rig(db, receiver) as r:
+        await r.presence.join(user_channel("provider", "p-on"), "socket-1", 5)
+        created = await r.pipeline.submit(c.CreateWorkOrder("s-1", ("p-off", "p-on"), {}))
+        (hook,) = await receiver.wait_for(1)
+        await asyncio.sleep(1.5)  # a poll or more: nothing else comes
+        assert len(receiver.received) == 1
+    body = hook.json
+    assert body["type"] == "work_request"
+    assert body["user_id"] == "p-off"
+    assert body["user_type"] == "provider"
+    assert body["work_id"] == created.reply.value.work_id  # type: ignore[attr-defined]
+    assert body["session_id"] is None
+    assert body["seq"] is None
+    assert hook.headers["content-type"] == "application/json"
+    signature = hook.headers["worksession-signature"]
+    assert verify_worksession_signature(hook.body, signature, SECRET)
+    assert not verify_worksession_signature(hook.body, signature, SECRET + "x")
+    assert await statuses(db) == {"p-off": "delivered", "p-on": "skipped"}
+
+
+async def test_500_three_times_then_200_is_the_same_webhook_four_times(db: Database) -> None:
+    async with Receiver(answers=[500, 500, 500, 200]) as receiver, rig(db, receiver) as r:
+        await r.pipeline.submit(c.CreateWorkOrder("s-2", ("p-2",), {}))
+        hooks = await receiver.wait_for(4, timeout=20)
+        await asyncio.sleep(1.2)
+        assert len(receiver.received) == 4
+    assert len({h.body for h in hooks}) == 1  # same id, same body
+    gaps = [b.at - a.at for a, b in itertools.pairwise(hooks)]
+    assert gaps[0] < gaps[1] < gaps[2], gaps
+    assert 0.75 <= gaps[0] <= 1.5, gaps
+    assert gaps[2] >= 3.0, gaps
+    async with db.transaction() as s:
+        (row,) = (await s.execute(select(WebhookDelivery))).scalars()
+    assert (row.status, row.attempts, row.last_error) == ("delivered", 4, None)
+
+
+async def test_a_hanging_receiver_delays_nobody_else(db: Database) -> None:
+    def hang_for_slow(body: dict[str, object]) -> int | None:
+        return HANG if body["user_id"] == "p-slow" else 200
+
+    async with (
+        Receiver(choose=hang_for_slow) as receiver,
+        rig(db, receiver, timeout_s=1.0) as r,
+    ):
+        await r.pipeline.submit(c.CreateWorkOrder("s-3", ("p-slow",), {}))
+        await receiver.wait_for(1)
+        started = time.monotonic()
+        await r.pipeline.submit(c.CreateWorkOrder("s-4", ("p-fast",), {}))
+        (fast,) = await receiver.wait_for(1, user_id="p-fast", timeout=5)
+        assert fast.at - started < 0.5
+        # The hanging one times out after 1 s and is tried again, same id.
+        slow = await receiver.wait_for(2, user_id="p-slow", timeout=10)
+        assert slow[0].body == slow[1].body
+    async with db.transaction() as s:
+        row = (
+            await s.execute(select(WebhookDelivery).where(WebhookDelivery.user_id == "p-slow"))
+        ).scalar_one()
+    assert row.last_error == "no answer within 1 s"
+
+
+async def test_chat_coalesces_leading_then_trailing_edge(db: Database) -> None:
+    async with Receiver() as receiver, rig(db, receiver, window_s=2.0) as r:
+        created = await r.pipeline.submit(c.CreateWorkOrder("s-5", ("p-5",), {}))
+        accept = c.AcceptWork(created.reply.value.work_id, "p-5")  # type: ignore[attr-defined]
+        await r.pipeline.submit(accept)
+        sender = c.Actor("p-5", "provider")
+        seqs = []
+        for i in range(20):
+            sent = await r.pipeline.submit(c.SendMessage(accept.session_id, sender, f"hi {i}"))
+            seqs.append(sent.events[-1].seq)
+            await asyncio.sleep(0.02)
+        chat = await receiver.wait_for(2, kind="chat_message", timeout=10)
+        await asyncio.sleep(2.5)  # a whole window more: nothing else
+        chat = receiver.of_type("chat_message")
+    assert len(chat) == 2, [h.json for h in chat]
+    first, second = (h.json for h in chat)
+    assert first["id"] != second["id"]
+    assert first["user_id"] == "s-5"
+    assert second["seq"] == seqs[-1]
+    assert first["seq"] < second["seq"]
+    assert chat[1].at - chat[0].at >= 1.9
+
+
+async def test_a_dead_webhook_sent_again_by_hand(db: Database) -> None:
+    async with Receiver(answers=[500]) as receiver, rig(db, receiver) as r:
+        await r.pipeline.submit(c.CreateWorkOrder("s-6", ("p-6",), {}))
+        async with db.transaction() as s:  # its 24 hours are over
+            await s.execute(update(WebhookDelivery).values(give_up_at=utcnow()))
+        await receiver.wait_for(1)
+        await asyncio.sleep(0.5)
+        assert await statuses(db) == {"p-6": "dead"}
+        async with db.transaction() as s:
+            (dead,) = await deliveries.listing(s, "dead", 10)
+            view, retried = await deliveries.retry_dead(s, dead.id, utcnow())
+        assert retried
+        assert view is not None
+        assert view.status == "pending"
+        r.dispatcher.wake()
+        await receiver.wait_for(2)
+        await asyncio.sleep(0.3)
+    assert await statuses(db) == {"p-6": "delivered"}
+    assert dead.last_error == "HTTP 500"
+    assert receiver.received[0].body == receiver.received[1].body
+
+
+def test_backoff_doubles_to_ten_minutes_with_jitter() -> None:
+    assert [backoff_s(n, lambda: 0.5) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert backoff_s(30, lambda: 0.5) == 600.0
+    assert backoff_s(1, lambda: 0.0) == pytest.approx(0.8)
+    assert backoff_s(1, lambda: 1.0) == pytest.approx(1.2)
