@@ -239,7 +239,7 @@ INTRO: tuple[tuple[str, str], ...] = (
         "every event after it follows in order, as you would have received it live, then "
         "`resumed`, then what happened meanwhile, so the socket sees seq rise by exactly "
         "one. Until a socket's first frame has been handled (at most 2 seconds) the "
-        "server holds back the live session's events, so a resume sent first is never "
+        "server holds back what it would send the socket, so a resume sent first is never "
         "overtaken; a resume from the seq you already have just answers `resumed`. "
         "Ended sessions can be resumed until their messages expire (24 hours after the "
         "end). Send `auth_refresh` with a new token for the same user before the current "
