@@ -147,8 +147,11 @@ class FanoutProcess:
         if isinstance(text, bytes) and text[:1] == b"F":  # the raw subscriber gets envelopes
             text = decode(text).text
         frame = json.loads(text)
-        if frame.get("type") != "typing_indicator":
-            self.other[str(frame.get("type"))] += 1
+        kind = frame.get("type")
+        if kind == "peer_presence":
+            return  # the other participant's sockets coming and going: state, not load
+        if kind != "typing_indicator":
+            self.other[str(kind)] += 1
             return
         if not self.count:
             self.first = now
