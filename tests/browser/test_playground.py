@@ -111,9 +111,7 @@ async def test_a_whole_session_in_the_playground(
         await _count(seeker, '.frames tr[data-dir="in"][data-type="connected"]')
         == connections_before + 1
     )
-    await expect(seeker.locator('.frames tr[data-dir="out"][data-type="resume"]')).to_have_count(
-        1
-    )
+    await expect(seeker.locator('.frames tr[data-dir="out"][data-type="resume"]')).to_have_count(1)
     await expect(seeker.locator('.frames tr[data-dir="in"][data-type="resumed"]')).to_have_count(1)
     # A 3 s drop is inside the 5 s grace: the provider never saw the seeker go offline.
     await expect(provider.locator(".presence")).to_have_text("seeker online")

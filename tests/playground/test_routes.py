@@ -32,9 +32,7 @@ async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def production() -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        env="production", jwt_secret=SECRET, service_jwt_secret=SERVICE_SECRET
-    )
+    settings = Settings(env="production", jwt_secret=SECRET, service_jwt_secret=SERVICE_SECRET)
     async for http in _client(settings):
         yield http
 
@@ -97,4 +95,3 @@ async def test_only_the_page_assets_are_served(dev: httpx.AsyncClient) -> None:
     assert (await dev.get("/playground/assets/worksession-client.js")).status_code == 404
     assert (await dev.get("/playground/assets/..%2Fplayground.py")).status_code == 404
     assert (await dev.get("/playground/assets/playground.html")).status_code == 404
-
