@@ -284,3 +284,49 @@ async def test_ordering_holds_gaps_drops_duplicates_and_matches_replies(
     assert result["error"] == "not_found"
     # Two resumes, the ping and the cancel: nothing else was sent.
     assert result["sentCount"] == 4
+
+
+CLOSE_CODES = """
+async () => {
+  const { WorksessionClient } = await import("/client/worksession-client.js");
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const run = async (code, withGetToken) => {
+    const urls = [];
+    class Scripted {
+      constructor(url) { urls.push(url); Scripted.socket = this; }
+      send() {}
+      close(closeCode) { this.onclose({ code: closeCode }); }
+    }
+    let minted = 0;
+    const client = new WorksessionClient({
+      url: "ws://scripted/ws/work/seeker/", token: "first", WebSocket: Scripted,
+      backoffInitialMs: 10,
+      getToken: withGetToken ? async () => `fresh-${++minted}` : undefined,
+    });
+    client.connect();
+    await sleep(0);
+    Scripted.socket.onclose({ code });
+    await sleep(100);
+    const result = { code, urls: urls.map((u) => u.split("token=")[1]), state: client.state };
+    client.close();
+    return result;
+  };
+  return [await run(1012, false), await run(1006, false), await run(1000, true),
+          await run(4403, true), await run(4409, true), await run(4401, true),
+          await run(4401, false)];
+}
+"""
+
+
+async def test_which_closes_reconnect(page: Any, playground_server: Server) -> None:
+    await page.goto(f"{playground_server.base_url}/playground")
+    results = {(r["code"], len(r["urls"])): r for r in await page.evaluate(CLOSE_CODES)}
+    # Restarts and drops: again with the same token.
+    assert results[(1012, 2)]["urls"] == ["first", "first"]
+    assert results[(1006, 2)]["urls"] == ["first", "first"]
+    # The session ended, the wrong endpoint, replaced by a newer socket: final.
+    for code in (1000, 4403, 4409):
+        assert results[(code, 1)]["state"] == "closed"
+    # An expired token: again only with a new one, and never without one to get.
+    assert results[(4401, 2)]["urls"] == ["first", "fresh-1"]
+    assert results[(4401, 1)]["state"] == "closed"
