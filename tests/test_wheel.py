@@ -41,6 +41,9 @@ def test_the_wheel_holds_the_migrations_and_migrates_with_them(tmp_path: Path) -
         archive.extractall(tmp_path / "site")
     versions = sorted(n for n in names if n.startswith("worksession/migrations/versions/"))
     assert "worksession/migrations/env.py" in names
+    # The reference client and the playground are served from the package (ops.playground).
+    for static in ("worksession-client.js", "playground.html", "playground.js", "playground.css"):
+        assert f"worksession/ops/static/{static}" in names, static
     assert len(versions) == len(list((REPOSITORY / "migrations" / "versions").glob("*.py")))
 
     database = tmp_path / "fresh.db"

@@ -86,12 +86,20 @@ class Settings(BaseSettings):
     webhook_chat_coalesce_s: float = Field(default=30.0, ge=0)
     webhook_timeout_s: float = Field(default=5.0, gt=0)
 
+    # The playground page and its token mint (``ops.playground``): None means on in dev
+    # only. It hands out tokens for any user, so production refuses it outright.
+    playground: bool | None = None
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
     @cached_property
     def allowed_algorithms(self) -> tuple[str, ...]:
         return tuple(a.strip() for a in self.jwt_algorithms.split(",") if a.strip())
+
+    @property
+    def playground_enabled(self) -> bool:
+        return self.env == "dev" if self.playground is None else self.playground
 
     @property
     def is_sqlite(self) -> bool:
@@ -131,6 +139,11 @@ class Settings(BaseSettings):
             )
         if self.env != "production":
             return
+        if self.playground:
+            raise ValueError(
+                "WORKSESSION_PLAYGROUND is on: its endpoint mints a token for any user, "
+                "which production must never serve"
+            )
         weak = self.weak_secret()
         if weak:
             raise ValueError(weak)
@@ -172,7 +185,14 @@ class Settings(BaseSettings):
         if is_loopback(host):
             return None
         weak = self.weak_secret()
-        return f"{weak}; refusing to listen on {host}" if weak else None
+        if weak:
+            return f"{weak}; refusing to listen on {host}"
+        if self.playground_enabled:
+            return (
+                "the playground (on by default in dev) mints a token for any user who can "
+                f"reach it; set WORKSESSION_PLAYGROUND=false to listen on {host}"
+            )
+        return None
 
 
 def is_loopback(host: str) -> bool:

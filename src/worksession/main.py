@@ -10,7 +10,7 @@ from worksession.availability import rest as availability_rest
 from worksession.config import Settings
 from worksession.http_errors import install_error_handlers
 from worksession.lifespan import lifespan
-from worksession.ops import docs, health
+from worksession.ops import docs, health, playground
 from worksession.ops.logs import route_template_var
 from worksession.orders import rest as orders_rest
 from worksession.realtime import gateway
@@ -32,6 +32,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(docs.router)
+    app.include_router(playground.client_router)
+    if app.state.settings.playground_enabled:
+        # Not mounted at all otherwise: its token mint must not exist (404) in production.
+        app.include_router(playground.router)
     app.include_router(orders_rest.router)
     app.include_router(orders_rest.participant_router)
     app.include_router(sessions_rest.participant_router)

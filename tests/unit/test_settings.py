@@ -142,12 +142,36 @@ def test_any_other_address_refuses_a_weak_secret_in_any_mode(
 
 
 def test_any_address_accepts_long_secrets() -> None:
-    settings = Settings(jwt_secret="x" * 32, service_jwt_secret=SERVICE_SECRET)
+    settings = Settings(jwt_secret="x" * 32, service_jwt_secret=SERVICE_SECRET, playground=False)
     assert settings.exposure_refusal("0.0.0.0") is None  # noqa: S104
 
 
+def test_the_playground_is_on_in_dev_only_and_never_faces_a_network() -> None:
+    strong = {"jwt_secret": "x" * 32, "service_jwt_secret": SERVICE_SECRET}
+    assert Settings(env="dev").playground_enabled
+    assert not Settings(env="test").playground_enabled
+    assert Settings(env="test", playground=True).playground_enabled
+    assert not Settings(env="dev", playground=False).playground_enabled
+    refusal = Settings(env="dev", **strong).exposure_refusal("0.0.0.0")  # noqa: S104
+    assert refusal is not None
+    assert "WORKSESSION_PLAYGROUND=false" in refusal
+    assert Settings(env="dev", **strong).exposure_refusal("127.0.0.1") is None
+
+
+def test_production_refuses_the_playground() -> None:
+    with pytest.raises(ValidationError, match="WORKSESSION_PLAYGROUND"):
+        Settings(
+            env="production",
+            jwt_secret="x" * 32,
+            service_jwt_secret=SERVICE_SECRET,
+            playground=True,
+        )
+    production = Settings(env="production", jwt_secret="x" * 32, service_jwt_secret=SERVICE_SECRET)
+    assert not production.playground_enabled
+
+
 def test_public_keys_only_have_no_secret_to_refuse() -> None:
-    settings = Settings(jwt_algorithms="ES256", jwt_public_key="PEM")
+    settings = Settings(jwt_algorithms="ES256", jwt_public_key="PEM", playground=False)
     assert settings.exposure_refusal("0.0.0.0") is None  # noqa: S104
 
 
