@@ -1,5 +1,6 @@
 """The playground's routes in process: served from the package, offline, and absent (404)
-wherever it is off, production above all; the reference client is public everywhere."""
+wherever it is off, production above all, and to anything but loopback talking to a
+loopback Host; the reference client is public everywhere."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ PLAYGROUND_PATHS = [
 ]
 
 
-async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def _client(
+    settings: Settings, *, peer: str = "127.0.0.1", base_url: str = "http://127.0.0.1:8000"
+) -> AsyncIterator[httpx.AsyncClient]:
     # No lifespan: none of the requests below reaches the application state.
-    transport = httpx.ASGITransport(app=create_app(settings))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    transport = httpx.ASGITransport(app=create_app(settings), client=(peer, 50000))
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
         yield http
 
 
@@ -95,3 +98,50 @@ async def test_only_the_page_assets_are_served(dev: httpx.AsyncClient) -> None:
     assert (await dev.get("/playground/assets/worksession-client.js")).status_code == 404
     assert (await dev.get("/playground/assets/..%2Fplayground.py")).status_code == 404
     assert (await dev.get("/playground/assets/playground.html")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("peer", "host"),
+    [
+        ("127.0.0.1", "localhost"),
+        ("127.0.0.1", "localhost:8000"),
+        ("127.0.0.1", "127.0.0.1:8000"),
+        ("::1", "[::1]:8000"),
+        ("::1", "LOCALHOST:1"),
+    ],
+)
+async def test_the_playground_answers_loopback_by_a_loopback_name(peer: str, host: str) -> None:
+    async for http in _client(Settings(env="dev", jwt_secret=SECRET), peer=peer):
+        assert (await http.get("/playground", headers={"Host": host})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("peer", "host"),
+    [
+        # DNS rebinding: a page whose name now resolves to 127.0.0.1 keeps its own Host.
+        ("127.0.0.1", "evil.example"),
+        ("127.0.0.1", "evil.example:8000"),
+        ("127.0.0.1", "localhost.evil.example"),
+        ("127.0.0.1", "127.0.0.1.nip.io:8000"),
+        ("127.0.0.1", "localhost:8000@evil.example"),
+        ("127.0.0.1", ""),
+        # A proxy in front: uvicorn's proxy_headers makes client.host the forwarded address.
+        ("203.0.113.9", "localhost:8000"),
+        ("10.0.0.2", "127.0.0.1"),
+        ("192.168.1.20", "[::1]"),
+    ],
+)
+async def test_the_playground_is_absent_to_anything_but_loopback(peer: str, host: str) -> None:
+    async for http in _client(Settings(env="dev", jwt_secret=SECRET), peer=peer):
+        for method, path in PLAYGROUND_PATHS:
+            # A valid body: the 404 is the host check's, not a validation error's.
+            body = {"user_id": "mallory", "role": "seeker"} if "tokens" in path else {}
+            response = await http.request(method, path, json=body, headers={"Host": host})
+            assert response.status_code == 404, (method, path)
+            assert "token" not in response.text
+
+
+async def test_the_reference_client_stays_public_behind_a_proxy() -> None:
+    settings = Settings(env="dev", jwt_secret=SECRET)
+    async for http in _client(settings, peer="203.0.113.9", base_url="https://ws.example"):
+        assert (await http.get("/client/worksession-client.js")).status_code == 200

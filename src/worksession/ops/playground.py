@@ -8,16 +8,18 @@ The playground (``/playground``) is for development only. Its API mints a token 
 user and creates orders without a service token, so its router is not even mounted when
 ``Settings.playground_enabled`` is false (every path answers 404), production refuses to
 turn it on, and ``serve`` refuses it on an address other than loopback (``config``).
-Every asset is a file of this package: the page works offline, with no CDN.
+Even when mounted, it answers 404 to any request that is not from loopback to a loopback
+Host (``_local_only``). Every asset is a file of this package: the page works offline, with no CDN.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,8 +34,28 @@ _MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/htm
 # The page and its script change together with the service: revalidate rather than cache.
 _NO_STALE = {"Cache-Control": "no-cache"}
 
+# Loopback peers and the Host names that can only mean this machine (any port).
+LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1"})
+_LOOPBACK_HOST = re.compile(r"(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?", re.IGNORECASE)
+
+
+async def _local_only(request: Request) -> None:
+    """404 unless the request comes from loopback and names a loopback Host. The peer
+    check stops a proxy in front of a forgotten dev install (uvicorn's ``proxy_headers``
+    makes ``client.host`` the X-Forwarded-For address, and a proxy's own peer address is
+    seldom loopback); the Host check stops DNS rebinding (a page on evil.example whose
+    name now resolves to 127.0.0.1 still sends ``Host: evil.example``). Raised before the
+    body is read: the answer is the same 404 as a playground that is off."""
+    client = request.client
+    host = request.headers.get("host", "")
+    if client is None or client.host not in LOOPBACK_CLIENTS or not _LOOPBACK_HOST.fullmatch(host):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found")
+
+
 client_router = APIRouter(tags=["client"])
-router = APIRouter(prefix="/playground", include_in_schema=False)
+router = APIRouter(
+    prefix="/playground", include_in_schema=False, dependencies=[Depends(_local_only)]
+)
 State = Annotated[AppState, Depends(get_state)]
 
 
