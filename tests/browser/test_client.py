@@ -330,3 +330,93 @@ async def test_which_closes_reconnect(page: Any, playground_server: Server) -> N
     # An expired token: again only with a new one, and never without one to get.
     assert results[(4401, 2)]["urls"] == ["first", "fresh-1"]
     assert results[(4401, 1)]["state"] == "closed"
+
+
+# The scripted socket on a manual clock: timers run only when the test advances it, and
+# Date.now follows it, so days of a token's life pass in milliseconds. A delay is read as
+# browsers read it, a 32-bit signed integer: beyond 2^31 - 1 ms it wraps and fires at once.
+HARNESS = """
+  const { WorksessionClient } = await import("/client/worksession-client.js");
+  const realSetTimeout = window.setTimeout.bind(window);
+  const flush = () => new Promise((resolve) => realSetTimeout(resolve, 0));
+  const clock = { now: Date.now(), timers: new Map(), nextId: 1, delays: [] };
+  window.setTimeout = (fn, ms = 0) => {
+    clock.delays.push(ms);
+    const id = clock.nextId++;
+    clock.timers.set(id, { at: clock.now + Math.max(0, ms | 0), fn });
+    return id;
+  };
+  window.clearTimeout = (id) => { clock.timers.delete(id); };
+  Date.now = () => clock.now;
+  const advance = async (ms) => {
+    const end = clock.now + ms;
+    for (let fired = 0; fired < 10000; fired++) {
+      let due = null;
+      for (const [id, timer] of clock.timers) {
+        if (timer.at <= end && (due === null || timer.at < due[1].at)) due = [id, timer];
+      }
+      if (due === null) break;
+      clock.timers.delete(due[0]);
+      clock.now = due[1].at;
+      due[1].fn();
+      await flush();
+    }
+    clock.now = end;
+    await flush();
+  };
+  const DAY = 86400000;
+  class Scripted {
+    constructor(url) { Scripted.sockets.push(this); this.url = url; this.sent = []; }
+    send(text) { this.sent.push(JSON.parse(text)); }
+    // As a browser does: the close event comes later, not inside close().
+    close(code) { queueMicrotask(() => this.onclose({ code })); }
+    serverClose(code) { this.onclose({ code }); }
+    deliver(frame) { this.onmessage({ data: JSON.stringify(frame) }); }
+    get token() { return decodeURIComponent(this.url.split("token=")[1]); }
+  }
+  Scripted.sockets = [];
+  const last = () => Scripted.sockets[Scripted.sockets.length - 1];
+  const sid = "5f0c0000-0000-4000-8000-000000000001";
+  const connected = (session) => ({ type: "connected", user_type: "seeker",
+    server_time: new Date(clock.now).toISOString(), session, pending_work: [], open_orders: [] });
+  const event = (seq) => ({ type: "message_status_update", session_id: sid, seq });
+  const b64 = (text) => btoa(text).replace(/=+$/, "").replace(/[+]/g, "-").replace(/[/]/g, "_");
+  const jwt = (expMs) => `h.${b64(JSON.stringify({ exp: Math.floor(expMs / 1000) }))}.s`;
+  const url = "ws://scripted/ws/work/seeker/";
+"""
+
+
+async def _scripted(page: Any, server: Server, body: str) -> Any:
+    await page.goto(f"{server.base_url}/playground")
+    return await page.evaluate("async () => {" + HARNESS + body + "}")
+
+
+LONG_LIVED_TOKEN = """
+  let asked = 0;
+  const client = new WorksessionClient({ url, token: jwt(clock.now + 30 * DAY),
+    WebSocket: Scripted, getToken: async () => { asked++; return jwt(clock.now + 30 * DAY); } });
+  client.connect();
+  await flush();
+  last().deliver(connected(null));
+  const refreshes = () => last().sent.filter((f) => f.type === "auth_refresh").length;
+  await advance(1000);
+  const atOnce = { asked, refreshes: refreshes() };
+  await advance(25 * DAY);  // past the first (clamped) timer: it looked again, and waits
+  const after25Days = { asked, refreshes: refreshes() };
+  await advance(5 * DAY - 60000);  // a minute before exp: refreshed
+  const beforeExp = { asked, refreshes: refreshes() };
+  client.close();
+  return { atOnce, after25Days, beforeExp,
+           longest: Math.max(...clock.delays), sockets: Scripted.sockets.length };
+"""
+
+
+async def test_a_long_lived_token_is_refreshed_before_exp_not_at_once(
+    page: Any, playground_server: Server
+) -> None:
+    result = await _scripted(page, playground_server, LONG_LIVED_TOKEN)
+    assert result["atOnce"] == {"asked": 0, "refreshes": 0}
+    assert result["after25Days"] == {"asked": 0, "refreshes": 0}
+    assert result["beforeExp"] == {"asked": 1, "refreshes": 1}
+    assert result["longest"] <= 2**31 - 1
+    assert result["sockets"] == 1

@@ -98,6 +98,8 @@ const CLOSE_UNAUTHENTICATED = 4401;
 const CLOSE_DROPPED = 4000;
 // Frames the server never answers (receipts and fixes are fire-and-forget by contract).
 const NO_REPLY = new Set(["location_update", "typing_indicator", "message_delivered", "message_read"]);
+// setTimeout reads its delay as a 32-bit signed integer: a longer one fires at once.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class WorksessionClient {
   /** @param {ClientOptions} options */
@@ -347,7 +349,14 @@ export class WorksessionClient {
     if (exp == null) return;
     const remaining = exp - (Date.now() + this.clockSkewMs);
     const margin = Math.min(this.#option("refreshMarginMs", 60000), remaining / 2);
-    this.refreshTimer = setTimeout(() => this.#refresh(), Math.max(0, remaining - margin));
+    const delayMs = Math.max(0, remaining - margin);
+    if (delayMs > MAX_TIMER_MS) {
+      // A token that lives longer than ~24.8 days: wait as long as a timer can, then
+      // look again (rather than refresh at once, and again, and again).
+      this.refreshTimer = setTimeout(() => this.#scheduleRefresh(), MAX_TIMER_MS);
+      return;
+    }
+    this.refreshTimer = setTimeout(() => this.#refresh(), delayMs);
   }
 
   async #refresh() {
