@@ -420,3 +420,44 @@ async def test_a_long_lived_token_is_refreshed_before_exp_not_at_once(
     assert result["beforeExp"] == {"asked": 1, "refreshes": 1}
     assert result["longest"] <= 2**31 - 1
     assert result["sockets"] == 1
+
+
+RECONNECT_STORM = """
+  const waits = [];
+  const client = new WorksessionClient({ url, token: "t", WebSocket: Scripted,
+    backoffInitialMs: 100, onState: (state, detail) => {
+      if (state === "waiting") waits.push(detail.attempt);
+    } });
+  client.connect();
+  await flush();
+  // A server that accepts and closes at once (1011, 1008): the backoff keeps growing.
+  for (let i = 0; i < 6; i++) {
+    last().deliver(connected(null));
+    last().serverClose(1011);
+    await advance(60000);
+  }
+  const storm = waits.splice(0);
+  // A socket that got its resume answered is a success: the next drop starts over.
+  last().deliver(connected({ session_id: sid, last_seq: 0 }));
+  last().deliver({ type: "resumed", session_id: sid, last_seq: 0,
+                   request_id: last().sent[0].request_id });
+  last().serverClose(1011);
+  await advance(60000);
+  // So is one that stayed open 10 s.
+  last().deliver(connected(null));
+  last().serverClose(1011);
+  await advance(60000);
+  last().deliver(connected(null));
+  await advance(10000);
+  last().serverClose(1011);
+  client.close();
+  return { storm, after: waits };
+"""
+
+
+async def test_a_server_closing_right_after_connected_gets_a_growing_backoff(
+    page: Any, playground_server: Server
+) -> None:
+    result = await _scripted(page, playground_server, RECONNECT_STORM)
+    assert result["storm"] == [1, 2, 3, 4, 5, 6]
+    assert result["after"] == [1, 2, 1]

@@ -98,6 +98,9 @@ const CLOSE_UNAUTHENTICATED = 4401;
 const CLOSE_DROPPED = 4000;
 // Frames the server never answers (receipts and fixes are fire-and-forget by contract).
 const NO_REPLY = new Set(["location_update", "typing_indicator", "message_delivered", "message_read"]);
+// A connection counts as a success (the backoff starts over) once its resume is answered
+// or it stayed open this long: not at `connected`, which a failing server still sends.
+const STABLE_AFTER_MS = 10000;
 // setTimeout reads its delay as a 32-bit signed integer: a longer one fires at once.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -125,6 +128,7 @@ export class WorksessionClient {
     this.stopped = false;
     this.reconnectTimer = null;
     this.refreshTimer = null;
+    this.stableTimer = null;
     this.clockSkewMs = 0;
     this.nextId = 1;
     this.idPrefix = Math.random().toString(36).slice(2, 8);
@@ -272,6 +276,7 @@ export class WorksessionClient {
     if (frame.type === "resumed" || (frame.type === "error" && frame.request_id === this.resumeRequestId)) {
       this.resumePending = false;
     }
+    if (frame.type === "resumed") this.#connectionWorks();
     if (frame.type === "auth_refreshed") this.#scheduleRefresh();
     if (typeof frame.seq === "number") {
       this.#ordered(frame);
@@ -281,7 +286,9 @@ export class WorksessionClient {
   }
 
   #onConnected(frame) {
-    this.attempt = 0;
+    // A server that closes right after `connected` (1011, 1008) must still see the
+    // backoff grow: the attempts count from zero again only once this one proves good.
+    this.stableTimer = setTimeout(() => this.#connectionWorks(), STABLE_AFTER_MS);
     this.offlineUntil = 0;
     this.clockSkewMs = Date.parse(frame.server_time) - Date.now() || 0;
     const live = frame.session;
@@ -297,6 +304,11 @@ export class WorksessionClient {
     if (this.sessionId) this.#requestResume();
     this.#scheduleRefresh();
     this.#emit(frame);
+  }
+
+  #connectionWorks() {
+    clearTimeout(this.stableTimer);
+    this.attempt = 0;
   }
 
   #follow(sessionId) {
@@ -408,6 +420,7 @@ export class WorksessionClient {
   #clearTimers() {
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.refreshTimer);
+    clearTimeout(this.stableTimer);
   }
 
   #failPending(error) {
