@@ -349,6 +349,7 @@ HARNESS = """
   window.clearTimeout = (id) => { clock.timers.delete(id); };
   Date.now = () => clock.now;
   const advance = async (ms) => {
+    await flush();  // what is already due (a resolved promise) happens before any timer
     const end = clock.now + ms;
     for (let fired = 0; fired < 10000; fired++) {
       let due = null;
@@ -461,3 +462,47 @@ async def test_a_server_closing_right_after_connected_gets_a_growing_backoff(
     result = await _scripted(page, playground_server, RECONNECT_STORM)
     assert result["storm"] == [1, 2, 3, 4, 5, 6]
     assert result["after"] == [1, 2, 1]
+
+
+REFRESH_AND_CLOSE = """
+  let asked = 0;
+  let answer = null;
+  const getToken = () => new Promise((resolve, reject) => {
+    asked++;
+    answer = { resolve, reject };
+  });
+  // A refresh whose getToken fails after close(): no retry, ever.
+  const closing = new WorksessionClient({ url, token: jwt(clock.now + 120000),
+    WebSocket: Scripted, getToken });
+  closing.connect();
+  await flush();
+  last().deliver(connected(null));
+  await advance(60000);
+  const askedBeforeClose = asked;
+  closing.close();
+  answer.reject(new Error("offline"));
+  await advance(600000);
+  const askedAfterClose = asked;
+  // A refresh that answers while the socket is down: the next connect uses that token.
+  const dropped = new WorksessionClient({ url, token: jwt(clock.now + 120000),
+    WebSocket: Scripted, getToken });
+  dropped.connect();
+  await flush();
+  last().deliver(connected(null));
+  await advance(60000);
+  last().serverClose(1006);
+  answer.resolve("fresh");
+  await advance(60000);
+  const reconnectedWith = last().token;
+  dropped.close();
+  return { askedBeforeClose, askedAfterClose, reconnectedWith };
+"""
+
+
+async def test_a_refresh_does_not_outlive_close_and_its_token_is_kept(
+    page: Any, playground_server: Server
+) -> None:
+    result = await _scripted(page, playground_server, REFRESH_AND_CLOSE)
+    assert result["askedBeforeClose"] == 1
+    assert result["askedAfterClose"] == 1
+    assert result["reconnectedWith"] == "fresh"

@@ -376,11 +376,14 @@ export class WorksessionClient {
     try {
       token = await this.options.getToken();
     } catch {
+      // Closed meanwhile: nothing to retry. Dropped: `connected` schedules the next one.
+      if (this.stopped || this.state !== "open") return;
       this.refreshTimer = setTimeout(() => this.#refresh(), 5000);
       return;
     }
-    if (this.state !== "open") return;
+    // A token that arrives while the socket is down is the one the next connect uses.
     this.token = token;
+    if (this.state !== "open") return;
     // auth_refreshed reschedules the next refresh; an error leaves the socket to close
     // with 4401 at exp, after which a new token is asked for anyway.
     this.send({ type: "auth_refresh", token }).catch(() => {});
