@@ -506,3 +506,35 @@ async def test_a_refresh_does_not_outlive_close_and_its_token_is_kept(
     assert result["askedBeforeClose"] == 1
     assert result["askedAfterClose"] == 1
     assert result["reconnectedWith"] == "fresh"
+
+
+RESUMED_BELOW = """
+  const events = [];
+  // A persisted lastSeq the server never reached (restored from a backup, failed over).
+  const client = new WorksessionClient({ url, token: "t", WebSocket: Scripted,
+    sessionId: sid, lastSeq: 10, onEvent: (e) => events.push(e.seq ?? e.type) });
+  client.connect();
+  await flush();
+  const socket = last();
+  socket.deliver(connected({ session_id: sid, last_seq: 3 }));
+  socket.deliver(event(12));  // held for a gap that will never be filled
+  socket.deliver({ type: "resumed", session_id: sid, last_seq: 3,
+                   request_id: socket.sent[0].request_id });
+  socket.deliver(event(4));
+  socket.deliver(event(5));
+  socket.deliver(event(11));  // ahead again: held, not the stale 12 let through
+  const result = { events, lastSeq: client.lastSeq, ahead: [...client.ahead.keys()],
+                   firstResume: socket.sent[0].last_seq };
+  client.close();
+  return result;
+"""
+
+
+async def test_resumed_below_the_clients_last_seq_lowers_it(
+    page: Any, playground_server: Server
+) -> None:
+    result = await _scripted(page, playground_server, RESUMED_BELOW)
+    assert result["firstResume"] == 10
+    assert result["events"] == ["connected", "resumed", 4, 5]
+    assert result["lastSeq"] == 5
+    assert result["ahead"] == [11]

@@ -276,7 +276,10 @@ export class WorksessionClient {
     if (frame.type === "resumed" || (frame.type === "error" && frame.request_id === this.resumeRequestId)) {
       this.resumePending = false;
     }
-    if (frame.type === "resumed") this.#connectionWorks();
+    if (frame.type === "resumed") {
+      this.#connectionWorks();
+      this.#resumedAt(frame);
+    }
     if (frame.type === "auth_refreshed") this.#scheduleRefresh();
     if (typeof frame.seq === "number") {
       this.#ordered(frame);
@@ -322,6 +325,21 @@ export class WorksessionClient {
     this.resumePending = true;
     this.resumeRequestId = this.#newId("resume");
     this.#write({ type: "resume", session_id: this.sessionId, last_seq: this.lastSeq, request_id: this.resumeRequestId });
+  }
+
+  /**
+   * `resumed.last_seq` is the end of the server's log. Below ours (restored from a backup,
+   * failed over, or a persisted lastSeq that was wrong), the server numbers its next events
+   * from there: without lowering lastSeq they would all be dropped as duplicates. What is
+   * held ahead is beyond that log's end, so none of it will ever be filled: dropped.
+   * @param {Resumed} frame
+   */
+  #resumedAt(frame) {
+    if (frame.session_id !== this.sessionId || typeof frame.last_seq !== "number") return;
+    if (frame.last_seq >= this.lastSeq) return;
+    this.#trace("note", frame, `the server's log ends at seq ${frame.last_seq}, below ${this.lastSeq}: going on from there`);
+    this.lastSeq = frame.last_seq;
+    this.ahead.clear();
   }
 
   #ordered(frame) {
