@@ -538,3 +538,42 @@ async def test_resumed_below_the_clients_last_seq_lowers_it(
     assert result["events"] == ["connected", "resumed", 4, 5]
     assert result["lastSeq"] == 5
     assert result["ahead"] == [11]
+
+
+REJECTED_TOKEN = """
+  const run = async (first, minted) => {
+    Scripted.sockets = [];
+    const errors = [];
+    const states = [];
+    const client = new WorksessionClient({ url, token: first, WebSocket: Scripted,
+      backoffInitialMs: 10, getToken: async () => minted,
+      onState: (state, detail) => states.push([state, detail.code ?? null]),
+      onError: (error) => errors.push(error.message) });
+    client.connect();
+    await flush();
+    for (let i = 0; i < 5 && client.state !== "closed"; i++) {
+      last().serverClose(4401);
+      await advance(60000);
+    }
+    const result = { tokens: Scripted.sockets.map((s) => s.token), state: client.state,
+                     last: states[states.length - 1], errors: errors.length };
+    client.close();
+    return result;
+  };
+  return [await run("same", "same"), await run("first", "fresh")];
+"""
+
+
+async def test_a_rejected_token_handed_out_again_stops_the_client(
+    page: Any, playground_server: Server
+) -> None:
+    same, fresh = await _scripted(page, playground_server, REJECTED_TOKEN)
+    # getToken has nothing newer than what the server refused: closed, and told.
+    assert same == {"tokens": ["same"], "state": "closed", "last": ["closed", 4401], "errors": 1}
+    # One new token, refused too, then the same one again: closed after the second try.
+    assert fresh == {
+        "tokens": ["first", "fresh"],
+        "state": "closed",
+        "last": ["closed", 4401],
+        "errors": 1,
+    }

@@ -81,6 +81,9 @@
  * @property {(direction: "in" | "out" | "note", frame: object, note?: string) => void} [onFrame]
  *   Every raw frame in and out (tokens masked), for a debugging view; "note": what the
  *   ordering did with a frame that is not passed on (a duplicate, one held for a gap).
+ * @property {(error: Error) => void} [onError]  What the client cannot fix by itself: a
+ *   4401 after which `getToken` handed out the refused token again (the client stops).
+ *   Default: `console.error`.
  * @property {string} [sessionId]  A session the app already knows (persisted), and
  * @property {number} [lastSeq]  the highest seq of it the app applied.
  * @property {number} [backoffInitialMs]  First reconnect delay (default 500).
@@ -121,6 +124,8 @@ export class WorksessionClient {
     /** @type {Map<number, WorksessionEvent>} frames ahead of a gap, by seq */
     this.ahead = new Map();
     this.resumePending = false;
+    /** @type {string | null} the token the server refused with 4401 */
+    this.rejectedToken = null;
     /** @type {Map<string, {resolve: (f: any) => void, reject: (e: Error) => void, timer: any}>} */
     this.pending = new Map();
     this.attempt = 0;
@@ -205,6 +210,13 @@ export class WorksessionClient {
       }
     }
     if (this.stopped) return;
+    if (this.token != null && this.token === this.rejectedToken) {
+      // Reconnecting with it would only earn another 4401, forever.
+      this.stopped = true;
+      this.#setState("closed", { code: CLOSE_UNAUTHENTICATED });
+      this.#reportError(new Error("getToken returned the token the server refused (4401): stopped"));
+      return;
+    }
     const separator = this.url.includes("?") ? "&" : "?";
     const socket = new this.WebSocketImpl(`${this.url}${separator}token=${encodeURIComponent(this.token ?? "")}`);
     this.socket = socket;
@@ -237,6 +249,7 @@ export class WorksessionClient {
         return;
       }
       // The token is spent: the next attempt asks for a new one.
+      this.rejectedToken = this.token;
       this.token = null;
     }
     this.#scheduleReconnect(code);
@@ -416,6 +429,16 @@ export class WorksessionClient {
 
   #emit(frame) {
     if (this.options.onEvent) this.options.onEvent(frame);
+  }
+
+  /** @param {Error} error */
+  #reportError(error) {
+    try {
+      if (this.options.onError) this.options.onError(error);
+      else console.error(error);
+    } catch (failure) {
+      console.error(failure);
+    }
   }
 
   #trace(direction, frame, note) {
