@@ -577,3 +577,86 @@ async def test_a_rejected_token_handed_out_again_stops_the_client(
         "last": ["closed", 4401],
         "errors": 1,
     }
+
+
+ROBUSTNESS = """
+  const errors = [];
+  const onError = (error) => errors.push(error.message);
+  // connect() twice: one socket.
+  const twice = new WorksessionClient({ url, token: "t", WebSocket: Scripted, onError });
+  twice.connect();
+  twice.connect();
+  await flush();
+  const twiceSockets = Scripted.sockets.length;
+  twice.close();
+  // close() then connect() while getToken is pending: one socket, the client's own.
+  Scripted.sockets = [];
+  const answers = [];
+  const pendingToken = new WorksessionClient({ url, WebSocket: Scripted, onError,
+    getToken: () => new Promise((resolve) => answers.push(resolve)) });
+  pendingToken.connect();
+  await flush();
+  pendingToken.close();
+  pendingToken.connect();
+  await flush();
+  answers.forEach((resolve, i) => resolve(`token-${i}`));
+  await flush();
+  const pendingSockets = Scripted.sockets.length;
+  const ownSocket = pendingToken.socket === last();
+  pendingToken.close();
+  // new WebSocket() throws: a failed attempt, with a backoff, not stuck in "connecting".
+  let built = 0;
+  class Throwing { constructor() { built++; throw new SyntaxError("bad url"); } }
+  const throwing = new WorksessionClient({ url, token: "t", WebSocket: Throwing, onError });
+  throwing.connect();
+  await flush();
+  const throwingState = throwing.state;
+  await advance(60000);
+  const throwingBuilt = built;
+  throwing.close();
+  const throwErrors = errors.splice(0).length;
+  // The held-ahead buffer is capped: past it, dropped and resumed from lastSeq.
+  Scripted.sockets = [];
+  const flood = new WorksessionClient({ url, token: "t", WebSocket: Scripted, onError });
+  flood.connect();
+  await flush();
+  last().deliver(connected({ session_id: sid, last_seq: 0 }));
+  for (let seq = 2; seq <= 1001; seq++) last().deliver(event(seq));
+  const heldAtCap = flood.ahead.size;
+  last().deliver(event(1002));
+  const heldPastCap = flood.ahead.size;
+  const resumes = last().sent.filter((f) => f.type === "resume").map((f) => f.last_seq);
+  flood.close();
+  // An app whose onEvent throws: the error is reported, the drain goes on.
+  Scripted.sockets = [];
+  const seen = [];
+  const clumsy = new WorksessionClient({ url, token: "t", WebSocket: Scripted, onError,
+    onEvent: (e) => { seen.push(e.seq ?? e.type); if (e.seq === 2) throw new Error("app bug"); } });
+  clumsy.connect();
+  await flush();
+  last().deliver(connected({ session_id: sid, last_seq: 0 }));
+  last().deliver(event(1));
+  last().deliver(event(3));
+  try { last().deliver(event(2)); } catch (error) { seen.push("escaped"); }
+  const clumsyErrors = errors.splice(0);
+  clumsy.close();
+  return { twiceSockets, pendingSockets, ownSocket, throwingState, throwingBuilt, throwErrors,
+           heldAtCap, heldPastCap, resumes, seen, clumsyErrors, lastSeq: clumsy.lastSeq };
+"""
+
+
+async def test_the_client_survives_misuse_and_misfortune(
+    page: Any, playground_server: Server
+) -> None:
+    result = await _scripted(page, playground_server, ROBUSTNESS)
+    assert result["twiceSockets"] == 1
+    assert result["pendingSockets"] == 1
+    assert result["ownSocket"] is True
+    assert result["throwingState"] == "waiting"
+    assert result["throwingBuilt"] >= 2
+    assert result["throwErrors"] >= 2
+    assert result["heldAtCap"] == 1000
+    assert result["heldPastCap"] == 0
+    assert result["resumes"] == [0, 0]
+    assert result["seen"] == ["connected", 1, 2, 3]
+    assert result["clumsyErrors"] == ["app bug"]

@@ -81,9 +81,11 @@
  * @property {(direction: "in" | "out" | "note", frame: object, note?: string) => void} [onFrame]
  *   Every raw frame in and out (tokens masked), for a debugging view; "note": what the
  *   ordering did with a frame that is not passed on (a duplicate, one held for a gap).
- * @property {(error: Error) => void} [onError]  What the client cannot fix by itself: a
- *   4401 after which `getToken` handed out the refused token again (the client stops).
- *   Default: `console.error`.
+ * @property {(error: Error) => void} [onError]  What goes wrong out of the server's sight:
+ *   a 4401 after which `getToken` handed out the refused token again (the client stops),
+ *   `new WebSocket()` throwing (a failed attempt: the client backs off and tries again),
+ *   an exception from `onEvent` (the next events are still delivered). Default:
+ *   `console.error`.
  * @property {string} [sessionId]  A session the app already knows (persisted), and
  * @property {number} [lastSeq]  the highest seq of it the app applied.
  * @property {number} [backoffInitialMs]  First reconnect delay (default 500).
@@ -104,6 +106,8 @@ const NO_REPLY = new Set(["location_update", "typing_indicator", "message_delive
 // A connection counts as a success (the backoff starts over) once its resume is answered
 // or it stayed open this long: not at `connected`, which a failing server still sends.
 const STABLE_AFTER_MS = 10000;
+// Frames held ahead of a gap, at most: past that, drop them and resume from lastSeq.
+const MAX_AHEAD = 1000;
 // setTimeout reads its delay as a 32-bit signed integer: a longer one fires at once.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -131,6 +135,8 @@ export class WorksessionClient {
     this.attempt = 0;
     this.socket = null;
     this.stopped = false;
+    /** Bumped by connect() and close(): an attempt from an older epoch opens nothing. */
+    this.epoch = 0;
     this.reconnectTimer = null;
     this.refreshTimer = null;
     this.stableTimer = null;
@@ -141,16 +147,25 @@ export class WorksessionClient {
 
   /** Open the socket (and keep it open until `close()` or a final close code). */
   connect() {
+    // Connecting, open or waiting to reconnect: there is a connection already.
+    if (!this.stopped && this.state !== "idle") return;
     this.stopped = false;
+    this.epoch += 1;
+    this.attempt = 0;
     this.#open();
   }
 
   /** Close for good: code 1000, no reconnect. */
   close() {
     this.stopped = true;
+    this.epoch += 1;
     this.#clearTimers();
     this.#failPending(new Error("client closed"));
-    if (this.socket) this.socket.close(1000, "client closed");
+    const socket = this.socket;
+    // Its close event comes later and is ignored: this is the close that counts.
+    this.socket = null;
+    this.resumePending = false;
+    if (socket) socket.close(1000, "client closed");
     this.#setState("closed", { code: 1000 });
   }
 
@@ -200,14 +215,19 @@ export class WorksessionClient {
 
   async #open() {
     if (this.stopped) return;
+    const epoch = this.epoch;
     this.#setState("connecting", { attempt: this.attempt });
     if (this.token == null && this.options.getToken) {
+      let token;
       try {
-        this.token = await this.options.getToken();
+        token = await this.options.getToken();
       } catch (error) {
-        this.#scheduleReconnect(undefined);
+        if (epoch === this.epoch && !this.stopped) this.#scheduleReconnect(undefined);
         return;
       }
+      // close(), or close() and connect(), while getToken ran: that attempt is gone.
+      if (epoch !== this.epoch || this.stopped) return;
+      this.token = token;
     }
     if (this.stopped) return;
     if (this.token != null && this.token === this.rejectedToken) {
@@ -218,7 +238,15 @@ export class WorksessionClient {
       return;
     }
     const separator = this.url.includes("?") ? "&" : "?";
-    const socket = new this.WebSocketImpl(`${this.url}${separator}token=${encodeURIComponent(this.token ?? "")}`);
+    let socket;
+    try {
+      socket = new this.WebSocketImpl(`${this.url}${separator}token=${encodeURIComponent(this.token ?? "")}`);
+    } catch (error) {
+      // A malformed URL, a blocked port: an attempt that failed, not one still going.
+      this.#reportError(asError(error));
+      this.#scheduleReconnect(undefined);
+      return;
+    }
     this.socket = socket;
     socket.onmessage = (message) => {
       if (socket === this.socket) this.#receive(message.data);
@@ -365,6 +393,14 @@ export class WorksessionClient {
       return;
     }
     if (frame.seq > this.lastSeq + 1) {
+      if (this.ahead.size >= MAX_AHEAD) {
+        // Too much past a gap to hold: drop it all and have a resume bring it again.
+        this.ahead.clear();
+        this.#trace("note", frame, `dropped with ${MAX_AHEAD} held frames: resuming from seq ${this.lastSeq}`);
+        this.resumePending = false;
+        this.#requestResume();
+        return;
+      }
       this.ahead.set(frame.seq, frame);
       this.#trace("note", frame, `held: waiting for seq ${this.lastSeq + 1}`);
       this.#requestResume();
@@ -428,7 +464,13 @@ export class WorksessionClient {
   }
 
   #emit(frame) {
-    if (this.options.onEvent) this.options.onEvent(frame);
+    if (!this.options.onEvent) return;
+    try {
+      this.options.onEvent(frame);
+    } catch (error) {
+      // The app's bug must not stop the drain: the events after this one still come.
+      this.#reportError(asError(error));
+    }
   }
 
   /** @param {Error} error */
@@ -474,6 +516,14 @@ export class WorksessionClient {
     }
     this.pending.clear();
   }
+}
+
+/**
+ * @param {unknown} error
+ * @returns {Error}
+ */
+function asError(error) {
+  return error instanceof Error ? error : new Error(String(error));
 }
 
 /**
