@@ -818,28 +818,30 @@ def _p99(step: chat.StepResult) -> float:
 
 
 def _targets(smoke: bool, runs: dict[str, ChatRun]) -> list[report.Target]:
+    """Read two ways, and met only if both are: the p99 of every step merged is decided by
+    the few worst steps, on a shared machine the ones a neighbour slowed down; the median
+    of the steps' own p99s by the typical step."""
     off, on = runs[OFF].p99_ms, runs[ON].p99_ms
-    ratio = report.ratio(on, off)
+    merged = report.ratio(on, off)
+    median = {name: statistics.median(map(_p99, runs[name].steps)) for name in (OFF, ON)}
+    typical = report.ratio(median[ON], median[OFF])
     per_pair = "; ".join(
         f"{_p99(a):.1f} / {_p99(b):.1f}"
         for a, b in zip(runs[OFF].steps, runs[ON].steps, strict=True)
     )
-    spread = ", ".join(
-        f"{name} {min(map(_p99, runs[name].steps)):.1f}-{max(map(_p99, runs[name].steps)):.1f}"
-        f" ms (median {statistics.median(map(_p99, runs[name].steps)):.1f})"
-        for name in (OFF, ON)
-    )
     return [
         report.Target(
             "chat p99 with a hanging receiver",
-            f"<= {HANG_P99_RATIO:.2f}x the p99 without webhooks: chat delivery p99 (all "
-            "steps merged) on the deployment with webhooks on while the receiver never "
-            "answers and offline providers keep getting orders, / the same on the deployment "
-            "with webhooks off under the same chat and order load, steps alternating, same run",
-            f"{ratio:.2f}x ({on:.1f} ms with the hanging receiver, {off:.1f} ms without; "
-            f"per step off / on: {per_pair} ms; range of the steps' p99: {spread}; "
-            f"{runs[ON].hung:,} requests hung)",
-            None if smoke else ratio <= HANG_P99_RATIO,
+            f"<= {HANG_P99_RATIO:.2f}x the p99 without webhooks, read two ways, both must "
+            "hold: chat delivery p99 of all steps merged, and the median of the steps' own "
+            "p99s, on the deployment with webhooks on while the receiver never answers and "
+            "offline providers keep getting orders, / the same on the deployment with "
+            "webhooks off under the same chat and order load; steps alternating, same run",
+            f"merged {merged:.2f}x ({on:.1f} ms with the hanging receiver, {off:.1f} ms "
+            f"without); median of the steps {typical:.2f}x ({median[ON]:.1f} ms, "
+            f"{median[OFF]:.1f} ms); per step off / on: {per_pair} ms; "
+            f"{runs[ON].hung:,} requests hung",
+            None if smoke else merged <= HANG_P99_RATIO and typical <= HANG_P99_RATIO,
         )
     ]
 
@@ -882,7 +884,8 @@ is retried with backoff; on *off* they make none. Steps of {plan.chat_step_s:g} 
 between the two deployments ({plan.repeats} each, off first then on first, and so on), after \
 an unreported {plan.chat_warmup_s:g} s step on each that fills the dispatcher's slots; *hung \
 requests* = requests the receiver got and never answered during the step (during a step of \
-*off*, the retries of *on*). The target reads the p99 of all steps merged. While one \
+*off*, the retries of *on*). The target reads the p99 of all steps merged and the median of \
+the steps' p99s, and must hold on both. While one \
 deployment is measured the other stays up (the *on* one still retrying its hung webhooks): \
 both halves share the machine equally.
 
