@@ -101,7 +101,7 @@ def load_results(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
 
 
-ORDER = ("chat", "idle", "location", "ticker", "fanout", "soak")
+ORDER = ("chat", "idle", "location", "ticker", "fanout", "soak", "webhooks")
 
 
 def render_markdown(results: list[dict[str, Any]]) -> str:
