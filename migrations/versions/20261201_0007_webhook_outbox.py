@@ -17,7 +17,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 PENDING = sa.text("status = 'pending'")
-OPEN_CHAT = sa.text("status = 'pending' AND attempts = 0 AND coalesce_key IS NOT NULL")
+OPEN_CHAT = sa.text("status = 'pending' AND first_sent_at IS NULL AND coalesce_key IS NOT NULL")
 CHAT = sa.text("coalesce_key IS NOT NULL")
 
 

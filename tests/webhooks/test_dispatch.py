@@ -8,9 +8,9 @@ import asyncio
 import dataclasses
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -40,7 +40,13 @@ class Rig:
 
 @asynccontextmanager
 async def rig(
-    db: Database, receiver: Receiver, *, window_s: float = 30.0, timeout_s: float = 5.0
+    db: Database,
+    receiver: Receiver,
+    *,
+    window_s: float = 30.0,
+    timeout_s: float = 5.0,
+    clock: Callable[[], datetime] = utcnow,
+    url: str | None = None,
 ) -> AsyncIterator[Rig]:
     rules = dataclasses.replace(
         policy(), webhooks=True, webhook_chat_window=timedelta(seconds=window_s)
@@ -48,7 +54,12 @@ async def rig(
     pipeline = pipeline_for(db, Recorder(), now=None, rules=rules)
     presence = MemoryBroker()
     dispatcher = Dispatcher(
-        db, url=receiver.url, secret=SECRET, timeout_s=timeout_s, online=online_in(presence)
+        db,
+        url=receiver.url if url is None else url,
+        secret=SECRET,
+        timeout_s=timeout_s,
+        online=online_in(presence),
+        clock=clock,
     )
     pipeline.webhooks_written = dispatcher.wake
     await dispatcher.start()
@@ -152,11 +163,15 @@ async def test_chat_coalesces_leading_then_trailing_edge(db: Database) -> None:
     assert chat[1].at - chat[0].at >= 1.9
 
 
+def a_day_later() -> datetime:
+    """The dispatcher's clock past every row's 24 hours: its first failure is final (set
+    before the dispatcher starts, so no claim can race a test's change of ``give_up_at``)."""
+    return utcnow() + timedelta(hours=25)
+
+
 async def test_a_dead_webhook_sent_again_by_hand(db: Database) -> None:
-    async with Receiver(answers=[500]) as receiver, rig(db, receiver) as r:
+    async with Receiver(answers=[500]) as receiver, rig(db, receiver, clock=a_day_later) as r:
         await r.pipeline.submit(c.CreateWorkOrder("s-6", ("p-6",), {}))
-        async with db.transaction() as s:  # its 24 hours are over
-            await s.execute(update(WebhookDelivery).values(give_up_at=utcnow()))
         await receiver.wait_for(1)
         await asyncio.sleep(0.5)
         assert await statuses(db) == {"p-6": "dead"}
@@ -166,6 +181,7 @@ async def test_a_dead_webhook_sent_again_by_hand(db: Database) -> None:
         assert retried
         assert view is not None
         assert view.status == "pending"
+        assert view.attempts == 0  # its backoff starts from 1 s again
         r.dispatcher.wake()
         await receiver.wait_for(2)
         await asyncio.sleep(0.3)
@@ -179,3 +195,27 @@ def test_backoff_doubles_to_ten_minutes_with_jitter() -> None:
     assert backoff_s(30, lambda: 0.5) == 600.0
     assert backoff_s(1, lambda: 0.0) == pytest.approx(0.8)
     assert backoff_s(1, lambda: 1.0) == pytest.approx(1.2)
+
+
+async def test_an_unexpected_exception_is_a_failed_attempt_and_ends_dead(db: Database) -> None:
+    # httpx.InvalidURL is not an httpx.HTTPError: it used to escape the send, leave the
+    # outcome unwritten and the row to be sent again every lease, forever.
+    async with (
+        Receiver() as receiver,
+        rig(db, receiver, clock=a_day_later, url="http://[::1/hooks") as r,
+    ):
+        await r.pipeline.submit(c.CreateWorkOrder("s-7", ("p-7",), {}))
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if await statuses(db) == {"p-7": "dead"}:
+                break
+    async with db.transaction() as s:
+        (row,) = (await s.execute(select(WebhookDelivery))).scalars()
+    assert (row.status, row.attempts, row.last_error) == ("dead", 1, "InvalidURL")
+    assert receiver.received == []
+
+
+def test_backoff_never_overflows() -> None:
+    assert backoff_s(1025, lambda: 0.5) == 600.0
+    assert backoff_s(10**6, lambda: 0.5) == 600.0
+    assert backoff_s(0, lambda: 0.5) == 1.0

@@ -10,9 +10,10 @@ from worksession.kit.sqltypes import UTCDateTime
 from worksession.models.base import Base, UserId
 
 PENDING_SQL = text("status = 'pending'")
-OPEN_CHAT_SQL = text("status = 'pending' AND attempts = 0 AND coalesce_key IS NOT NULL")
-"""A chat webhook nobody has tried to send yet: later messages of the same recipient and
-session merge into it (their seq replaces its seq) instead of adding a webhook."""
+OPEN_CHAT_SQL = text("status = 'pending' AND first_sent_at IS NULL AND coalesce_key IS NOT NULL")
+"""A chat webhook nobody has claimed yet: later messages of the same recipient and session
+merge into it (their seq replaces its seq) instead of adding a webhook. Not ``attempts = 0``:
+a dead row sent again by hand starts its attempts from 0 but is no longer open."""
 CHAT_SQL = text("coalesce_key IS NOT NULL")
 
 

@@ -279,7 +279,7 @@ _WEBHOOK_INSERT: Final = _Rows(
 # PostgreSQL pick that index as the arbiter.
 _INSERT_WEBHOOKS: Final = (
     _WEBHOOK_INSERT.inserting
-    + " ON CONFLICT (coalesce_key) WHERE status = 'pending' AND attempts = 0"
+    + " ON CONFLICT (coalesce_key) WHERE status = 'pending' AND first_sent_at IS NULL"
     " AND coalesce_key IS NOT NULL DO UPDATE SET seq = excluded.seq,"
     " occurred_at = excluded.occurred_at, updated_at = excluded.updated_at"
 )

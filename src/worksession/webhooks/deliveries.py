@@ -169,12 +169,19 @@ async def listing(db: AsyncSession, status: DeliveryStatus, limit: int) -> list[
 async def retry_dead(
     db: AsyncSession, delivery_id: uuid.UUID, now: datetime
 ) -> tuple[DeliveryView | None, bool]:
-    """Send a dead row again now, with another 24 hours of retries. Returns the row (None
-    if there is no such row) and whether it was dead and is now pending again."""
+    """Send a dead row again now, with another 24 hours of retries, its backoff from 1 s
+    again (``attempts`` back to 0). Returns the row (None if there is no such row) and
+    whether it was dead and is now pending again."""
     revived = await db.execute(
         update(W)
         .where(W.id == delivery_id, W.status == "dead")
-        .values(status="pending", next_attempt_at=now, give_up_at=now + RETRY_FOR, updated_at=now)
+        .values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            give_up_at=now + RETRY_FOR,
+            updated_at=now,
+        )
         .returning(W.id)
         .execution_options(synchronize_session=False)
     )

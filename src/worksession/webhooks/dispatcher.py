@@ -57,7 +57,8 @@ MAX_IN_FLIGHT = 32
 def backoff_s(attempts: int, rng: Callable[[], float] = random.random) -> float:
     """The wait after the ``attempts``-th failed attempt: 1 s, 2 s, 4 s, ... at most
     10 minutes, each ±20 %."""
-    base = min(BACKOFF_CAP_S, 2.0 ** (attempts - 1))
+    # The exponent clamped: 2.0 ** 1024 overflows, and 2 ** 10 s is past the cap anyway.
+    base = min(BACKOFF_CAP_S, 2.0 ** min(max(attempts - 1, 0), 10))
     return base * (1 - JITTER + 2 * JITTER * rng())
 
 
@@ -232,6 +233,11 @@ class Dispatcher:
         except httpx.TimeoutException:
             return f"no answer within {self._timeout_s:g} s"
         except httpx.HTTPError as exc:
+            return type(exc).__name__
+        except Exception as exc:
+            # Not httpx's own errors (an InvalidURL, a bug): still a failed attempt, retried
+            # and in the end dead, never a row re-sent forever as its lease runs out.
+            logger.warning("webhook %s: %s sending it", row.id, type(exc).__name__)
             return type(exc).__name__
         return None if 200 <= status < 300 else f"HTTP {status}"
 
