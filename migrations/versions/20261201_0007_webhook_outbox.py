@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("first_sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("give_up_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("online_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.String(length=200), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from tests.pipeline_run import Recorder, pipeline_for, policy
 from tests.webhooks.receiver import HANG, Receiver
@@ -47,6 +47,7 @@ async def rig(
     timeout_s: float = 5.0,
     clock: Callable[[], datetime] = utcnow,
     url: str | None = None,
+    recheck_s: float = 0.5,
 ) -> AsyncIterator[Rig]:
     rules = dataclasses.replace(
         policy(), webhooks=True, webhook_chat_window=timedelta(seconds=window_s)
@@ -60,6 +61,7 @@ async def rig(
         timeout_s=timeout_s,
         online=online_in(presence),
         clock=clock,
+        recheck_s=recheck_s,
     )
     pipeline.webhooks_written = dispatcher.wake
     await dispatcher.start()
@@ -77,6 +79,13 @@ async def statuses(db: Database) -> dict[str, str]:
         return {str(user): str(status) for user, status in found.all()}
 
 
+async def wait_for_statuses(db: Database, expected: dict[str, str], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while (found := await statuses(db)) != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert found == expected
+
+
 async def test_offline_provider_gets_one_signed_work_request_online_one_none(
     db: Database,
 ) -> None:
@@ -84,6 +93,8 @@ async def test_offline_provider_gets_one_signed_work_request_online_one_none(
         await r.presence.join(user_channel("provider", "p-on"), "socket-1", 5)
         created = await r.pipeline.submit(c.CreateWorkOrder("s-1", ("p-off", "p-on"), {}))
         (hook,) = await receiver.wait_for(1)
+        # Online at the re-check too (0.5 s here): skipped.
+        await wait_for_statuses(db, {"p-off": "delivered", "p-on": "skipped"})
         await asyncio.sleep(1.5)  # a poll or more: nothing else comes
         assert len(receiver.received) == 1
     body = hook.json
@@ -219,3 +230,34 @@ def test_backoff_never_overflows() -> None:
     assert backoff_s(1025, lambda: 0.5) == 600.0
     assert backoff_s(10**6, lambda: 0.5) == 600.0
     assert backoff_s(0, lambda: 0.5) == 1.0
+
+
+async def test_online_when_due_but_gone_at_the_re_check_gets_the_webhook(db: Database) -> None:
+    # A locked phone's socket lingers until the ping timeout: "online" when the webhook
+    # falls due, gone by the re-check.
+    async with Receiver() as receiver, rig(db, receiver, recheck_s=1.0) as r:
+        channel = user_channel("seeker", "s-8")
+        await r.presence.join(channel, "socket-1", 5)
+        created = await r.pipeline.submit(c.CreateWorkOrder("s-8", ("p-8",), {}))
+        accept = c.AcceptWork(created.reply.value.work_id, "p-8")  # type: ignore[attr-defined]
+        await r.pipeline.submit(accept)
+        sender = c.Actor("p-8", "provider")
+        await r.pipeline.submit(c.SendMessage(accept.session_id, sender, "one"))
+        await asyncio.sleep(0.3)  # claimed and held back: the seeker is "online"
+        assert receiver.of_type("chat_message") == []
+        await r.presence.leave(channel, "socket-1")
+        # A message meanwhile merges into the held one: one webhook, the latest seq.
+        last = await r.pipeline.submit(c.SendMessage(accept.session_id, sender, "two"))
+        (chat,) = await receiver.wait_for(1, kind="chat_message", timeout=5)
+        (accepted,) = await receiver.wait_for(1, kind="work_accepted", timeout=5)
+        await asyncio.sleep(1.5)
+        assert len(receiver.of_type("chat_message")) == 1
+    assert chat.json["seq"] == last.events[-1].seq
+    assert chat.at - accepted.at < 0.5  # both held, both sent at the re-check
+    async with db.transaction() as s:
+        found = await s.execute(
+            select(WebhookDelivery.type, WebhookDelivery.status, WebhookDelivery.attempts)
+        )
+        rows = {kind: (status, attempts) for kind, status, attempts in found.all()}
+    assert rows["chat_message"] == ("delivered", 1)
+    assert rows["work_accepted"] == ("delivered", 1)

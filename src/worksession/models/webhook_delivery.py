@@ -46,6 +46,10 @@ class WebhookDelivery(Base):
     first_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     """When the first attempt was claimed: the start of a chat webhook's coalescing window."""
     give_up_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    online_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When the dispatcher first found the recipient online as this row fell due: it then
+    waited ``dispatcher.ONLINE_RECHECK_S`` instead of skipping it (the socket may have been
+    a dead one), and skips it only if they are online again at that re-check."""
     last_error: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
