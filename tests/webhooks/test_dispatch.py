@@ -261,3 +261,16 @@ async def test_online_when_due_but_gone_at_the_re_check_gets_the_webhook(db: Dat
         rows = {kind: (status, attempts) for kind, status, attempts in found.all()}
     assert rows["chat_message"] == ("delivered", 1)
     assert rows["work_accepted"] == ("delivered", 1)
+
+
+async def test_paused_it_claims_nothing_more(db: Database) -> None:
+    # A shutdown pauses the dispatcher before it closes the sockets with 1012.
+    async with Receiver() as receiver, rig(db, receiver) as r:
+        await r.dispatcher.pause()
+        await r.pipeline.submit(c.CreateWorkOrder("s-9", ("p-9",), {}))
+        r.dispatcher.wake()
+        await asyncio.sleep(1.5)
+        assert receiver.received == []
+    async with db.transaction() as s:
+        (row,) = (await s.execute(select(WebhookDelivery))).scalars()
+    assert (row.status, row.attempts) == ("pending", 0)

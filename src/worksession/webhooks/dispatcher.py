@@ -125,15 +125,22 @@ class Dispatcher:
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
-    async def stop(self, grace_s: float = 2.0) -> None:
-        """Claim nothing more; let sends in flight finish for ``grace_s``, then cancel
-        them (their leases run out and any worker sends them again)."""
+    async def pause(self) -> None:
+        """Claim nothing more; sends in flight go on. A shutdown calls this before it
+        closes the sockets: a row claimed after that would find their users offline and
+        push to apps that are about to reconnect to another worker."""
         self._stopping = True
         self._wake.set()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+            self._loop_task = None
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """Claim nothing more; let sends in flight finish for ``grace_s``, then cancel
+        them (their leases run out and any worker sends them again)."""
+        await self.pause()
         if self._sending:
             _, late = await asyncio.wait(self._sending, timeout=grace_s)
             for task in late:
