@@ -20,7 +20,7 @@ from worksession.pipeline import commands as c
 from worksession.pipeline.rows import Policy
 from worksession.webhooks import deliveries
 from worksession.webhooks.deliveries import Claimed
-from worksession.webhooks.outbox import WEBHOOK_TYPES
+from worksession.webhooks.outbox import RETRY_FOR, WEBHOOK_TYPES
 
 ON = dataclasses.replace(policy(), webhooks=True, webhook_chat_window=timedelta(seconds=30))
 BODY_KEYS = {"id", "type", "user_id", "user_type", "work_id", "session_id", "seq", "occurred_at"}
@@ -255,10 +255,24 @@ async def test_the_sweep_removes_finished_webhooks_after_their_retention(db: Dat
             await s.execute(
                 update(WebhookDelivery).where(WebhookDelivery.id == row_id).values(status=status)
             )
+    swept = await step(db, c.SweepExpired(), NOW + timedelta(days=6))
+    assert sum(s.webhooks for s in swept.swept) == 0
+    # Delivered 7 days ago; pending 7 days past its give_up_at (nobody sends it: the URL
+    # was unset since). Dead ones stay for 30 days.
     eight_days = NOW + timedelta(days=8)
     swept = await step(db, c.SweepExpired(), eight_days)
-    assert sum(s.webhooks for s in swept.swept) == 1
-    assert {r.status for r in await rows(db)} == {"dead", "pending"}
+    assert sum(s.webhooks for s in swept.swept) == 2
+    assert {r.status for r in await rows(db)} == {"dead"}
     swept = await step(db, c.SweepExpired(), NOW + timedelta(days=31))
     assert sum(s.webhooks for s in swept.swept) == 1
-    assert {r.status for r in await rows(db)} == {"pending"}
+    assert await rows(db) == []
+
+
+async def test_a_work_request_is_given_up_when_its_offer_expires(db: Database) -> None:
+    created = await step(db, c.CreateWorkOrder("s-11", ("p-11",), {}), NOW)
+    await step(db, c.DeclineWork(created.reply.value.work_id, "p-11"), NOW)
+    found = {r.type: r for r in await rows(db)}
+    offer_expires = created.reply.value.expires_at
+    assert NOW < offer_expires < NOW + RETRY_FOR
+    assert found["work_request"].give_up_at == offer_expires
+    assert found["work_rejected"].give_up_at == NOW + RETRY_FOR
