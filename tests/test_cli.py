@@ -195,6 +195,32 @@ def test_a_webhook_url_without_a_secret_refuses_to_start(tmp_path: Path) -> None
     )
 
 
+@pytest.mark.parametrize(
+    ("url", "secret", "reason"),
+    [
+        ("push.example/hooks", SERVICE_SECRET, "not an http:// or https:// URL"),
+        ("ftp://push.example/hooks", SERVICE_SECRET, "not an http:// or https:// URL"),
+        ("https://push.example:port/hooks", SERVICE_SECRET, "not a URL"),
+        ("http://push.example/hooks", SERVICE_SECRET, "not https: in production it must be"),
+        ("https://push.example/hooks", "short", "shorter than 32 bytes"),
+    ],
+    ids=["no-scheme", "ftp", "bad-port", "http-in-production", "short-secret"],
+)
+def test_a_webhook_url_or_secret_unfit_for_production_refuses_to_start(
+    tmp_path: Path, url: str, secret: str, reason: str
+) -> None:
+    env = {
+        "WORKSESSION_ENV": "production",
+        "WORKSESSION_JWT_SECRET": LONG_SECRET,
+        "WORKSESSION_SERVICE_JWT_SECRET": SERVICE_SECRET,
+        "WORKSESSION_WEBHOOK_URL": url,
+        "WORKSESSION_WEBHOOK_SECRET": secret,
+    }
+    refused = _refused(tmp_path, ["serve", "--port", str(_free_port())], **env)
+    name = "SECRET" if secret == "short" else "URL"
+    assert refused == f"WORKSESSION_WEBHOOK_{name} is {reason}"
+
+
 @pytest.mark.parametrize("mode", ["dev", "test"])
 def test_a_non_loopback_address_refuses_the_default_secret_in_any_mode(
     tmp_path: Path, mode: str

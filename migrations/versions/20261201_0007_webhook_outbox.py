@@ -17,7 +17,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 PENDING = sa.text("status = 'pending'")
-OPEN_CHAT = sa.text("status = 'pending' AND attempts = 0 AND coalesce_key IS NOT NULL")
+OPEN_CHAT = sa.text("status = 'pending' AND first_sent_at IS NULL AND coalesce_key IS NOT NULL")
 CHAT = sa.text("coalesce_key IS NOT NULL")
 
 
@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("first_sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("give_up_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("online_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.String(length=200), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -206,13 +207,27 @@ def webhook_verify(
         typer.echo("valid")
         return
     if verify_worksession_signature(raw, header, secret, tolerance_s=any_age):
-        reason = f"stale timestamp (older than {max_age:g} s)"
+        if _signed_at(header) > time.time():
+            reason = f"timestamp in the future (more than {max_age:g} s ahead)"
+        else:
+            reason = f"stale timestamp (older than {max_age:g} s)"
     elif "t=" in header and "v1=" in header:
         reason = "signature mismatch"
     else:
         reason = "malformed header"
     typer.echo(f"invalid: {reason}", err=True)
     raise typer.Exit(1)
+
+
+def _signed_at(header: str) -> int:
+    """The header's ``t`` as the verifier reads it (the last well-formed one); only called
+    on a header that verified with any age, which has one."""
+    found = 0
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
+            found = int(value)
+    return found
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,10 +114,30 @@ class Settings(BaseSettings):
         if uses_public_key and not self.jwt_public_key:
             raise ValueError("an asymmetric JWT algorithm needs WORKSESSION_JWT_PUBLIC_KEY")
         self._check_service_domain()
-        if self.webhook_url and not self.webhook_secret:
+        self._check_webhooks()
+        return self
+
+    def _check_webhooks(self) -> None:
+        if not self.webhook_url:
+            return
+        if not self.webhook_secret:
             # An unsigned webhook could be forged by anyone who can reach the receiver.
             raise ValueError("WORKSESSION_WEBHOOK_URL is set without WORKSESSION_WEBHOOK_SECRET")
-        return self
+        # A URL the dispatcher cannot POST to would fail every attempt of every webhook.
+        try:
+            url = urlsplit(self.webhook_url)
+            url.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("WORKSESSION_WEBHOOK_URL is not a URL") from None
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("WORKSESSION_WEBHOOK_URL is not an http:// or https:// URL")
+        if self.env != "production":
+            return
+        if url.scheme != "https":
+            # The body names a user; the signature stops forgery, not eavesdropping.
+            raise ValueError("WORKSESSION_WEBHOOK_URL is not https: in production it must be")
+        if len(self.webhook_secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"WORKSESSION_WEBHOOK_SECRET is shorter than {MIN_SECRET_BYTES} bytes")
 
     @property
     def has_service_key(self) -> bool:

@@ -178,6 +178,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await jobs.stop()
         scheduler.shutdown(wait=False)
         await leadership.release()
+        if state.webhooks is not None:
+            # Before the sockets close: their users are not offline, they are reconnecting.
+            await state.webhooks.pause()
         await close_all(state, CLOSE_RESTARTING, "server restarting")
         await state.presence.close()
         await state.pipeline.wait_idle()

@@ -191,3 +191,17 @@ def test_environment_prefix_and_empty_values(monkeypatch: pytest.MonkeyPatch) ->
 def test_env_example_lists_every_setting_once() -> None:
     listed = re.findall(r"^WORKSESSION_([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M)
     assert sorted(listed) == sorted(name.upper() for name in Settings.model_fields)
+
+
+def test_a_webhook_url_must_be_http_and_in_production_https_with_a_long_secret() -> None:
+    dev = Settings(webhook_url="http://localhost:9000/hooks", webhook_secret="short")
+    assert dev.webhook_url == "http://localhost:9000/hooks"
+    for url in ("localhost:9000", "mailto:ops@example.com", "https://", "http://h:x/"):
+        with pytest.raises(ValidationError, match="WORKSESSION_WEBHOOK_URL"):
+            Settings(webhook_url=url, webhook_secret="s")
+    prod = {"env": "production", "jwt_secret": "s" * 32, "service_jwt_secret": "t" * 32}
+    Settings(**prod, webhook_url="https://push.example/h", webhook_secret="w" * 32)
+    with pytest.raises(ValidationError, match="not https"):
+        Settings(**prod, webhook_url="http://push.example/h", webhook_secret="w" * 32)
+    with pytest.raises(ValidationError, match="WORKSESSION_WEBHOOK_SECRET is shorter than 32"):
+        Settings(**prod, webhook_url="https://push.example/h", webhook_secret="w" * 31)

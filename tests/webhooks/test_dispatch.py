@@ -8,12 +8,12 @@ import asyncio
 import dataclasses
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from tests.pipeline_run import Recorder, pipeline_for, policy
 from tests.webhooks.receiver import HANG, Receiver
@@ -40,7 +40,14 @@ class Rig:
 
 @asynccontextmanager
 async def rig(
-    db: Database, receiver: Receiver, *, window_s: float = 30.0, timeout_s: float = 5.0
+    db: Database,
+    receiver: Receiver,
+    *,
+    window_s: float = 30.0,
+    timeout_s: float = 5.0,
+    clock: Callable[[], datetime] = utcnow,
+    url: str | None = None,
+    recheck_s: float = 0.5,
 ) -> AsyncIterator[Rig]:
     rules = dataclasses.replace(
         policy(), webhooks=True, webhook_chat_window=timedelta(seconds=window_s)
@@ -48,7 +55,13 @@ async def rig(
     pipeline = pipeline_for(db, Recorder(), now=None, rules=rules)
     presence = MemoryBroker()
     dispatcher = Dispatcher(
-        db, url=receiver.url, secret=SECRET, timeout_s=timeout_s, online=online_in(presence)
+        db,
+        url=receiver.url if url is None else url,
+        secret=SECRET,
+        timeout_s=timeout_s,
+        online=online_in(presence),
+        clock=clock,
+        recheck_s=recheck_s,
     )
     pipeline.webhooks_written = dispatcher.wake
     await dispatcher.start()
@@ -66,6 +79,13 @@ async def statuses(db: Database) -> dict[str, str]:
         return {str(user): str(status) for user, status in found.all()}
 
 
+async def wait_for_statuses(db: Database, expected: dict[str, str], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while (found := await statuses(db)) != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert found == expected
+
+
 async def test_offline_provider_gets_one_signed_work_request_online_one_none(
     db: Database,
 ) -> None:
@@ -73,6 +93,8 @@ async def test_offline_provider_gets_one_signed_work_request_online_one_none(
         await r.presence.join(user_channel("provider", "p-on"), "socket-1", 5)
         created = await r.pipeline.submit(c.CreateWorkOrder("s-1", ("p-off", "p-on"), {}))
         (hook,) = await receiver.wait_for(1)
+        # Online at the re-check too (0.5 s here): skipped.
+        await wait_for_statuses(db, {"p-off": "delivered", "p-on": "skipped"})
         await asyncio.sleep(1.5)  # a poll or more: nothing else comes
         assert len(receiver.received) == 1
     body = hook.json
@@ -152,11 +174,15 @@ async def test_chat_coalesces_leading_then_trailing_edge(db: Database) -> None:
     assert chat[1].at - chat[0].at >= 1.9
 
 
+def a_day_later() -> datetime:
+    """The dispatcher's clock past every row's 24 hours: its first failure is final (set
+    before the dispatcher starts, so no claim can race a test's change of ``give_up_at``)."""
+    return utcnow() + timedelta(hours=25)
+
+
 async def test_a_dead_webhook_sent_again_by_hand(db: Database) -> None:
-    async with Receiver(answers=[500]) as receiver, rig(db, receiver) as r:
+    async with Receiver(answers=[500]) as receiver, rig(db, receiver, clock=a_day_later) as r:
         await r.pipeline.submit(c.CreateWorkOrder("s-6", ("p-6",), {}))
-        async with db.transaction() as s:  # its 24 hours are over
-            await s.execute(update(WebhookDelivery).values(give_up_at=utcnow()))
         await receiver.wait_for(1)
         await asyncio.sleep(0.5)
         assert await statuses(db) == {"p-6": "dead"}
@@ -166,6 +192,7 @@ async def test_a_dead_webhook_sent_again_by_hand(db: Database) -> None:
         assert retried
         assert view is not None
         assert view.status == "pending"
+        assert view.attempts == 0  # its backoff starts from 1 s again
         r.dispatcher.wake()
         await receiver.wait_for(2)
         await asyncio.sleep(0.3)
@@ -179,3 +206,71 @@ def test_backoff_doubles_to_ten_minutes_with_jitter() -> None:
     assert backoff_s(30, lambda: 0.5) == 600.0
     assert backoff_s(1, lambda: 0.0) == pytest.approx(0.8)
     assert backoff_s(1, lambda: 1.0) == pytest.approx(1.2)
+
+
+async def test_an_unexpected_exception_is_a_failed_attempt_and_ends_dead(db: Database) -> None:
+    # httpx.InvalidURL is not an httpx.HTTPError: it used to escape the send, leave the
+    # outcome unwritten and the row to be sent again every lease, forever.
+    async with (
+        Receiver() as receiver,
+        rig(db, receiver, clock=a_day_later, url="http://[::1/hooks") as r,
+    ):
+        await r.pipeline.submit(c.CreateWorkOrder("s-7", ("p-7",), {}))
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if await statuses(db) == {"p-7": "dead"}:
+                break
+    async with db.transaction() as s:
+        (row,) = (await s.execute(select(WebhookDelivery))).scalars()
+    assert (row.status, row.attempts, row.last_error) == ("dead", 1, "InvalidURL")
+    assert receiver.received == []
+
+
+def test_backoff_never_overflows() -> None:
+    assert backoff_s(1025, lambda: 0.5) == 600.0
+    assert backoff_s(10**6, lambda: 0.5) == 600.0
+    assert backoff_s(0, lambda: 0.5) == 1.0
+
+
+async def test_online_when_due_but_gone_at_the_re_check_gets_the_webhook(db: Database) -> None:
+    # A locked phone's socket lingers until the ping timeout: "online" when the webhook
+    # falls due, gone by the re-check.
+    async with Receiver() as receiver, rig(db, receiver, recheck_s=1.0) as r:
+        channel = user_channel("seeker", "s-8")
+        await r.presence.join(channel, "socket-1", 5)
+        created = await r.pipeline.submit(c.CreateWorkOrder("s-8", ("p-8",), {}))
+        accept = c.AcceptWork(created.reply.value.work_id, "p-8")  # type: ignore[attr-defined]
+        await r.pipeline.submit(accept)
+        sender = c.Actor("p-8", "provider")
+        await r.pipeline.submit(c.SendMessage(accept.session_id, sender, "one"))
+        await asyncio.sleep(0.3)  # claimed and held back: the seeker is "online"
+        assert receiver.of_type("chat_message") == []
+        await r.presence.leave(channel, "socket-1")
+        # A message meanwhile merges into the held one: one webhook, the latest seq.
+        last = await r.pipeline.submit(c.SendMessage(accept.session_id, sender, "two"))
+        (chat,) = await receiver.wait_for(1, kind="chat_message", timeout=5)
+        (accepted,) = await receiver.wait_for(1, kind="work_accepted", timeout=5)
+        await asyncio.sleep(1.5)
+        assert len(receiver.of_type("chat_message")) == 1
+    assert chat.json["seq"] == last.events[-1].seq
+    assert chat.at - accepted.at < 0.5  # both held, both sent at the re-check
+    async with db.transaction() as s:
+        found = await s.execute(
+            select(WebhookDelivery.type, WebhookDelivery.status, WebhookDelivery.attempts)
+        )
+        rows = {kind: (status, attempts) for kind, status, attempts in found.all()}
+    assert rows["chat_message"] == ("delivered", 1)
+    assert rows["work_accepted"] == ("delivered", 1)
+
+
+async def test_paused_it_claims_nothing_more(db: Database) -> None:
+    # A shutdown pauses the dispatcher before it closes the sockets with 1012.
+    async with Receiver() as receiver, rig(db, receiver) as r:
+        await r.dispatcher.pause()
+        await r.pipeline.submit(c.CreateWorkOrder("s-9", ("p-9",), {}))
+        r.dispatcher.wake()
+        await asyncio.sleep(1.5)
+        assert receiver.received == []
+    async with db.transaction() as s:
+        (row,) = (await s.execute(select(WebhookDelivery))).scalars()
+    assert (row.status, row.attempts) == ("pending", 0)

@@ -20,7 +20,7 @@ from worksession.pipeline import commands as c
 from worksession.pipeline.rows import Policy
 from worksession.webhooks import deliveries
 from worksession.webhooks.deliveries import Claimed
-from worksession.webhooks.outbox import WEBHOOK_TYPES
+from worksession.webhooks.outbox import RETRY_FOR, WEBHOOK_TYPES
 
 ON = dataclasses.replace(policy(), webhooks=True, webhook_chat_window=timedelta(seconds=30))
 BODY_KEYS = {"id", "type", "user_id", "user_type", "work_id", "session_id", "seq", "occurred_at"}
@@ -193,6 +193,59 @@ async def test_a_skipped_webhook_opens_no_window(db: Database) -> None:
     assert waiting.next_attempt_at == later
 
 
+async def _claim_chat(db: Database, at: datetime) -> Claimed:
+    async with db.transaction() as s:
+        claimed = await deliveries.claim(
+            s, now=at, lease_until=at + timedelta(seconds=15), limit=10
+        )
+    (chat,) = [r for r in claimed if r.type == "chat_message"]
+    return chat
+
+
+async def test_a_chat_webhook_held_for_a_re_check_takes_later_messages(db: Database) -> None:
+    sid = await session_of(db, "s-9", "p-9", NOW)
+    sender = c.Actor("s-9", "seeker")
+    await step(db, c.SendMessage(sid, sender, "first"), NOW)
+    held = await _claim_chat(db, NOW)
+    recheck_at = NOW + timedelta(seconds=45)
+    async with db.transaction() as s:  # the recipient looked online: look again later
+        await deliveries.recheck_later(s, [held], NOW, recheck_at)
+    later = NOW + timedelta(seconds=5)
+    last = await step(db, c.SendMessage(sid, sender, "second"), later)
+    (chat,) = [r for r in await rows(db) if r.type == "chat_message"]
+    assert chat.id == held.id
+    assert (chat.status, chat.attempts, chat.first_sent_at) == ("pending", 0, None)
+    assert chat.seq == last.events[-1].seq
+    assert chat.next_attempt_at == recheck_at
+    assert chat.online_at == NOW
+    # Online again at the re-check: skipped now, and it opened no window.
+    again = await _claim_chat(db, recheck_at)
+    assert again.online_at == NOW
+    async with db.transaction() as s:
+        await deliveries.skipped(s, [again], recheck_at)
+    after = recheck_at + timedelta(seconds=1)
+    await step(db, c.SendMessage(sid, sender, "third"), after)
+    (waiting,) = [r for r in await rows(db) if r.type == "chat_message" and r.status == "pending"]
+    assert waiting.next_attempt_at == after
+    assert waiting.online_at is None
+
+
+async def test_a_held_chat_webhook_superseded_by_a_newer_open_one_is_skipped(
+    db: Database,
+) -> None:
+    sid = await session_of(db, "s-10", "p-10", NOW)
+    sender = c.Actor("s-10", "seeker")
+    await step(db, c.SendMessage(sid, sender, "first"), NOW)
+    held = await _claim_chat(db, NOW)
+    # A message between the claim and the presence check: a new open row.
+    await step(db, c.SendMessage(sid, sender, "second"), NOW)
+    async with db.transaction() as s:
+        await deliveries.recheck_later(s, [held], NOW, NOW + timedelta(seconds=45))
+    chat = {r.id: r for r in await rows(db) if r.type == "chat_message"}
+    assert chat[held.id].status == "skipped"
+    assert [r.status for i, r in chat.items() if i != held.id] == ["pending"]
+
+
 async def test_the_sweep_removes_finished_webhooks_after_their_retention(db: Database) -> None:
     await step(db, c.CreateWorkOrder("s-8", ("p-8", "p-9", "p-10"), {}), NOW)
     found = await rows(db)
@@ -202,10 +255,24 @@ async def test_the_sweep_removes_finished_webhooks_after_their_retention(db: Dat
             await s.execute(
                 update(WebhookDelivery).where(WebhookDelivery.id == row_id).values(status=status)
             )
+    swept = await step(db, c.SweepExpired(), NOW + timedelta(days=6))
+    assert sum(s.webhooks for s in swept.swept) == 0
+    # Delivered 7 days ago; pending 7 days past its give_up_at (nobody sends it: the URL
+    # was unset since). Dead ones stay for 30 days.
     eight_days = NOW + timedelta(days=8)
     swept = await step(db, c.SweepExpired(), eight_days)
-    assert sum(s.webhooks for s in swept.swept) == 1
-    assert {r.status for r in await rows(db)} == {"dead", "pending"}
+    assert sum(s.webhooks for s in swept.swept) == 2
+    assert {r.status for r in await rows(db)} == {"dead"}
     swept = await step(db, c.SweepExpired(), NOW + timedelta(days=31))
     assert sum(s.webhooks for s in swept.swept) == 1
-    assert {r.status for r in await rows(db)} == {"pending"}
+    assert await rows(db) == []
+
+
+async def test_a_work_request_is_given_up_when_its_offer_expires(db: Database) -> None:
+    created = await step(db, c.CreateWorkOrder("s-11", ("p-11",), {}), NOW)
+    await step(db, c.DeclineWork(created.reply.value.work_id, "p-11"), NOW)
+    found = {r.type: r for r in await rows(db)}
+    offer_expires = created.reply.value.expires_at
+    assert NOW < offer_expires < NOW + RETRY_FOR
+    assert found["work_request"].give_up_at == offer_expires
+    assert found["work_rejected"].give_up_at == NOW + RETRY_FOR

@@ -54,6 +54,30 @@ def test_the_doc_function_verifies_what_the_service_signs() -> None:
     assert check(BODY, rotated, SECRET)
 
 
+MALFORMED = [
+    "t=\u00b2,v1=" + "0" * 64,  # "²".isdigit() is True; int() refuses it
+    "t=\u0663\u0663,v1=" + "0" * 64,  # Arabic-Indic digits
+    "t=" + "9" * 400 + ",v1=" + "0" * 64,  # int() fine, the float comparison overflows
+    "t=1764601200,v1=\u00e9",  # compare_digest refuses non-ASCII str
+    "t=1764601200,v1=" + "\u00e9" * 64,
+    "t=1764601200,v1=\x00",
+    "t=,v1=",
+    "=,=,,",
+    "t=1764601200",
+    "\ud800",
+]
+
+
+@pytest.mark.parametrize("header", MALFORMED)
+def test_a_malformed_header_is_false_never_an_exception(header: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(_block("python"), namespace)  # noqa: S102 - the doc's own code, under test
+    for check in (namespace["verify_worksession_signature"], verify.verify_worksession_signature):
+        assert callable(check)
+        assert check(BODY, header, SECRET, now=1764601200) is False
+        assert check(BODY, header, SECRET, tolerance_s=float("inf")) is False
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
 def test_the_typescript_function_agrees(tmp_path: Path) -> None:
     source = _block("typescript")
@@ -74,6 +98,9 @@ def test_the_typescript_function_agrees(tmp_path: Path) -> None:
         (sign(SECRET, BODY, now), SECRET + "!", False),
         (sign(SECRET, BODY, now - 301), SECRET, False),
         ("garbage", SECRET, False),
+        ("t=" + "9" * 400 + ",v1=" + "0" * 64, SECRET, False),
+        (f"t={now},v1=" + "\u00e9" * 32, SECRET, False),
+        (f"t={now},v1=\u00e9", SECRET, False),
     ]
     checks = "\n".join(
         f"out.push(verifyWorksessionSignature(body, {h!r}, {s!r}));" for h, s, _ in cases
@@ -123,6 +150,13 @@ def test_the_cli_verifies_a_saved_body_and_header(tmp_path: Path) -> None:
         1,
         "invalid: stale timestamp (older than 300 s)",
     )
+    ahead = _cli(tmp_path, "--body", str(saved), "--header", sign(SECRET, BODY, now + 3600))
+    assert (ahead.returncode, ahead.stderr.strip()) == (
+        1,
+        "invalid: timestamp in the future (more than 300 s ahead)",
+    )
+    odd = _cli(tmp_path, "--body", str(saved), "--header", "t=\u00b2,v1=\u00e9")
+    assert (odd.returncode, odd.stderr.strip()) == (1, "invalid: signature mismatch")
     any_age = _cli(tmp_path, "--body", str(saved), "--header", old, "--max-age", "0")
     assert any_age.returncode == 0
 

@@ -10,9 +10,10 @@ from worksession.kit.sqltypes import UTCDateTime
 from worksession.models.base import Base, UserId
 
 PENDING_SQL = text("status = 'pending'")
-OPEN_CHAT_SQL = text("status = 'pending' AND attempts = 0 AND coalesce_key IS NOT NULL")
-"""A chat webhook nobody has tried to send yet: later messages of the same recipient and
-session merge into it (their seq replaces its seq) instead of adding a webhook."""
+OPEN_CHAT_SQL = text("status = 'pending' AND first_sent_at IS NULL AND coalesce_key IS NOT NULL")
+"""A chat webhook nobody has claimed yet: later messages of the same recipient and session
+merge into it (their seq replaces its seq) instead of adding a webhook. Not ``attempts = 0``:
+a dead row sent again by hand starts its attempts from 0 but is no longer open."""
 CHAT_SQL = text("coalesce_key IS NOT NULL")
 
 
@@ -45,6 +46,10 @@ class WebhookDelivery(Base):
     first_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     """When the first attempt was claimed: the start of a chat webhook's coalescing window."""
     give_up_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    online_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When the dispatcher first found the recipient online as this row fell due: it then
+    waited ``dispatcher.ONLINE_RECHECK_S`` instead of skipping it (the socket may have been
+    a dead one), and skips it only if they are online again at that re-check."""
     last_error: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -112,7 +112,8 @@ PIPELINE_SPLITS = Counter(
 WEBHOOK_DELIVERIES = Counter(
     "worksession_webhook_deliveries",
     "Webhook attempts by outcome: delivered (2xx), failed (will be retried), dead (retried "
-    "for 24 hours), skipped_online (the user had a socket open when it was due).",
+    "for 24 hours), online_recheck (the user had a socket open when it was due: checked "
+    "again later), skipped_online (a socket open at that re-check too).",
     ["outcome"],
 )
 WEBHOOK_QUEUE_DEPTH = Gauge(

@@ -49,7 +49,12 @@ from worksession.pipeline.rows import (
 from worksession.pipeline.store import Conflict, Contention, Swept
 from worksession.pipeline.world import ClientKey, UserKey
 from worksession.sessions.states import LIVE_STATES
-from worksession.webhooks.outbox import DEAD_RETENTION, DELIVERED_RETENTION, WebhookRow
+from worksession.webhooks.outbox import (
+    ABANDONED_RETENTION,
+    DEAD_RETENTION,
+    DELIVERED_RETENTION,
+    WebhookRow,
+)
 
 Connection = Any
 """An asyncpg connection (asyncpg ships no type information)."""
@@ -279,7 +284,7 @@ _WEBHOOK_INSERT: Final = _Rows(
 # PostgreSQL pick that index as the arbiter.
 _INSERT_WEBHOOKS: Final = (
     _WEBHOOK_INSERT.inserting
-    + " ON CONFLICT (coalesce_key) WHERE status = 'pending' AND attempts = 0"
+    + " ON CONFLICT (coalesce_key) WHERE status = 'pending' AND first_sent_at IS NULL"
     " AND coalesce_key IS NOT NULL DO UPDATE SET seq = excluded.seq,"
     " occurred_at = excluded.occurred_at, updated_at = excluded.updated_at"
 )
@@ -290,6 +295,7 @@ _LAST_CHAT_WEBHOOKS: Final = (
 _SWEEP_WEBHOOKS: Final = (
     "DELETE FROM webhook_deliveries WHERE (status IN ('delivered', 'skipped')"
     " AND updated_at <= $1) OR (status = 'dead' AND updated_at <= $2)"
+    " OR (status = 'pending' AND give_up_at <= $3)"
 )
 _SWEEP_MESSAGES: Final = "DELETE FROM chat_messages WHERE expires_at <= $1"
 # The WHERE clauses repeat the partial indexes' predicates word for word, which is what
@@ -472,7 +478,10 @@ class PostgresTransaction:
         orders = _deleted(await self._c.execute(_ERASE_ORDERS, sweep.ended_before, sweep.now))
         webhooks = _deleted(
             await self._c.execute(
-                _SWEEP_WEBHOOKS, sweep.now - DELIVERED_RETENTION, sweep.now - DEAD_RETENTION
+                _SWEEP_WEBHOOKS,
+                sweep.now - DELIVERED_RETENTION,
+                sweep.now - DEAD_RETENTION,
+                sweep.now - ABANDONED_RETENTION,
             )
         )
         return Swept(

@@ -190,7 +190,9 @@ class Policy:
     webhooks: bool = False
     """Whether batches write webhooks to the outbox (``WORKSESSION_WEBHOOK_URL`` is set)."""
     webhook_chat_window: timedelta = timedelta(seconds=30)
-    """At most one chat webhook per recipient and session per this window."""
+    """At most one chat webhook per recipient and session per this window (rarely two when
+    a dispatcher's claim commits between the batch's ``last_chat_webhooks`` and its
+    ``insert_webhooks``; docs/webhooks.md)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:

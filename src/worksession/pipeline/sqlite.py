@@ -61,7 +61,12 @@ from worksession.pipeline.rows import (
 from worksession.pipeline.store import Conflict, Swept
 from worksession.pipeline.world import ClientKey, UserKey
 from worksession.sessions.states import LIVE_STATES
-from worksession.webhooks.outbox import DEAD_RETENTION, DELIVERED_RETENTION, WebhookRow
+from worksession.webhooks.outbox import (
+    ABANDONED_RETENTION,
+    DEAD_RETENTION,
+    DELIVERED_RETENTION,
+    WebhookRow,
+)
 
 _TABLES: Final = Base.metadata.tables
 _SESSIONS: Final = _TABLES["work_sessions"]
@@ -414,6 +419,10 @@ class SqliteTransaction:
                     and_(
                         _WEBHOOKS.c.status == "dead",
                         _WEBHOOKS.c.updated_at <= sweep.now - DEAD_RETENTION,
+                    ),
+                    and_(
+                        _WEBHOOKS.c.status == "pending",
+                        _WEBHOOKS.c.give_up_at <= sweep.now - ABANDONED_RETENTION,
                     ),
                 )
             )

@@ -51,7 +51,7 @@ class Swept:
     orders: int = 0
     """Ended orders whose details and location were erased."""
     webhooks: int = 0
-    """Finished webhook deliveries past their retention."""
+    """Finished webhook deliveries past their retention (and pending ones nobody sends)."""
 
 
 class Transaction(Protocol):

@@ -2,7 +2,8 @@
 outcomes, and the internal API's listing and manual retry.
 
 The pipeline writes the rows with their events; everything here only moves a row along
-(pending -> delivered | skipped | dead, dead -> pending) and never creates one.
+(pending -> delivered | skipped | dead, dead -> pending; pending waits for a presence
+re-check) and never creates one.
 
 Claiming is a short transaction of its own: ``SELECT ... FOR UPDATE SKIP LOCKED`` on
 PostgreSQL (workers never claim the same row and never wait for each other), a plain
@@ -19,10 +20,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import CursorResult, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from worksession.eventlog.outbox import dumps
 from worksession.kit.clock import isoformat_z
@@ -42,6 +44,8 @@ _BODY_COLUMNS: Final = (
     W.occurred_at,
     W.attempts,
     W.give_up_at,
+    W.coalesce_key,
+    W.online_at,
 )
 
 
@@ -59,6 +63,9 @@ class Claimed:
     occurred_at: datetime
     attempts: int
     give_up_at: datetime
+    coalesce_key: str | None = None
+    online_at: datetime | None = None
+    """Set if the recipient was online when it fell due before: this is the re-check."""
 
     def body(self) -> bytes:
         """The JSON body: the same bytes on every attempt."""
@@ -136,9 +143,57 @@ async def failed(
     )
 
 
+async def recheck_later(
+    db: AsyncSession, rows: Sequence[Claimed], now: datetime, recheck_at: datetime
+) -> None:
+    """The users had a socket open when these fell due, for the first time: perhaps a dead
+    one (a phone locked, a worker crashed), so wait until ``recheck_at`` and look again
+    rather than skip them now. The claim is undone (nothing went out): a chat webhook that
+    had never been sent is open again, and later messages merge into it, so a recipient
+    who goes offline meanwhile gets one webhook with the latest seq at the re-check."""
+    for row in rows:
+        values: dict[str, Any] = {
+            "attempts": row.attempts - 1,
+            "next_attempt_at": recheck_at,
+            "online_at": now,
+            "updated_at": now,
+        }
+        if row.attempts > 1:
+            await _update(db, _ours(row), values)  # it went out before: not open again
+            continue
+        values["first_sent_at"] = None
+        if row.coalesce_key is None:
+            await _update(db, _ours(row), values)
+            continue
+        # Open again, unless a later message made another open row for this recipient and
+        # session since the claim (the unique index allows one): that one carries the later
+        # seq and gets the same check, and this one is superseded.
+        other = aliased(W)
+        newer_open = (
+            select(other.id)
+            .where(
+                other.coalesce_key == row.coalesce_key,
+                other.status == "pending",
+                other.first_sent_at.is_(None),
+                other.id != row.id,
+            )
+            .exists()
+        )
+        if not await _update(db, and_(_ours(row), ~newer_open), values):
+            await skipped(db, [row], now)
+
+
+async def _update(db: AsyncSession, where: Any, values: dict[str, Any]) -> bool:
+    result = await db.execute(
+        update(W).where(where).values(values).execution_options(synchronize_session=False)
+    )
+    return bool(cast(CursorResult[Any], result).rowcount)
+
+
 async def skipped(db: AsyncSession, rows: Sequence[Claimed], now: datetime) -> None:
-    """The users had a socket open when these were due: the socket told them. A first
-    attempt skipped does not open a chat coalescing window (nothing went out)."""
+    """The users had a socket open when these were due, and again at the re-check: the
+    socket told them. A first attempt skipped does not open a chat coalescing window
+    (nothing went out)."""
     for row in rows:
         values: dict[str, Any] = {"status": "skipped", "updated_at": now}
         if row.attempts == 1:
@@ -169,12 +224,19 @@ async def listing(db: AsyncSession, status: DeliveryStatus, limit: int) -> list[
 async def retry_dead(
     db: AsyncSession, delivery_id: uuid.UUID, now: datetime
 ) -> tuple[DeliveryView | None, bool]:
-    """Send a dead row again now, with another 24 hours of retries. Returns the row (None
-    if there is no such row) and whether it was dead and is now pending again."""
+    """Send a dead row again now, with another 24 hours of retries, its backoff from 1 s
+    again (``attempts`` back to 0). Returns the row (None if there is no such row) and
+    whether it was dead and is now pending again."""
     revived = await db.execute(
         update(W)
         .where(W.id == delivery_id, W.status == "dead")
-        .values(status="pending", next_attempt_at=now, give_up_at=now + RETRY_FOR, updated_at=now)
+        .values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            give_up_at=now + RETRY_FOR,
+            updated_at=now,
+        )
         .returning(W.id)
         .execution_options(synchronize_session=False)
     )

@@ -1,10 +1,12 @@
 """Sends the webhook outbox: every worker runs one, each claiming its own rows.
 
-A loop claims due rows (``deliveries.claim``), drops those whose user has a socket open on
-any worker now (the socket told them), and sends each of the others in a task of its own,
-at most ``max_in_flight`` at a time: a receiver that hangs holds one slot for at most the
-timeout, never the loop, the other users' webhooks or the live session (the pipeline only
-wrote a row; nothing of the live path waits for a send). It claims only as many rows as it
+A loop claims due rows (``deliveries.claim``), holds back those whose user has a socket
+open on any worker now (the socket told them, unless it is a dead one: they are looked at
+again after ``ONLINE_RECHECK_S`` and skipped only if the user is still online), and sends
+each of the others in a task of its own, at most ``max_in_flight`` at a time: a receiver
+that hangs holds one slot for at most the timeout, never the loop, the other users'
+webhooks or the live session (the pipeline only wrote a row; nothing of the live path
+waits for a send). It claims only as many rows as it
 has free slots, so a claimed row is sent at once and its lease is never spent waiting.
 
 The loop wakes when the local pipeline committed webhooks, when a slot frees, when a retry
@@ -50,6 +52,12 @@ JITTER = 0.2
 LEASE_MARGIN_S = 10.0
 """A claim's lease outlasts the send's timeout by this much (the outcome's own write)."""
 POLL_S = 1.0
+ONLINE_RECHECK_S = 45.0
+"""How long a webhook whose recipient is online when it falls due waits before presence is
+checked again; only if they are online then too is it skipped. "Online" may be a dead
+socket: a phone that locks keeps its server-side socket until the ping timeout (up to
+~40 s), and a crashed worker's sockets count for up to 10 s. 45 s outlasts both, so a
+webhook falling due in that gap goes out once the stale socket is gone."""
 STATS_EVERY_S = 15.0
 MAX_IN_FLIGHT = 32
 
@@ -57,7 +65,8 @@ MAX_IN_FLIGHT = 32
 def backoff_s(attempts: int, rng: Callable[[], float] = random.random) -> float:
     """The wait after the ``attempts``-th failed attempt: 1 s, 2 s, 4 s, ... at most
     10 minutes, each ±20 %."""
-    base = min(BACKOFF_CAP_S, 2.0 ** (attempts - 1))
+    # The exponent clamped: 2.0 ** 1024 overflows, and 2 ** 10 s is past the cap anyway.
+    base = min(BACKOFF_CAP_S, 2.0 ** min(max(attempts - 1, 0), 10))
     return base * (1 - JITTER + 2 * JITTER * rng())
 
 
@@ -83,6 +92,7 @@ class Dispatcher:
         online: Online,
         max_in_flight: int = MAX_IN_FLIGHT,
         poll_s: float = POLL_S,
+        recheck_s: float = ONLINE_RECHECK_S,
         clock: Callable[[], datetime] = utcnow,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -93,6 +103,7 @@ class Dispatcher:
         self._online = online
         self._max_in_flight = max_in_flight
         self._poll_s = poll_s
+        self._recheck = timedelta(seconds=recheck_s)
         self._clock = clock
         self._rng = rng
         self._lease = timedelta(seconds=timeout_s + LEASE_MARGIN_S)
@@ -114,15 +125,22 @@ class Dispatcher:
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
-    async def stop(self, grace_s: float = 2.0) -> None:
-        """Claim nothing more; let sends in flight finish for ``grace_s``, then cancel
-        them (their leases run out and any worker sends them again)."""
+    async def pause(self) -> None:
+        """Claim nothing more; sends in flight go on. A shutdown calls this before it
+        closes the sockets: a row claimed after that would find their users offline and
+        push to apps that are about to reconnect to another worker."""
         self._stopping = True
         self._wake.set()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+            self._loop_task = None
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """Claim nothing more; let sends in flight finish for ``grace_s``, then cancel
+        them (their leases run out and any worker sends them again)."""
+        await self.pause()
         if self._sending:
             _, late = await asyncio.wait(self._sending, timeout=grace_s)
             for task in late:
@@ -173,11 +191,23 @@ class Dispatcher:
             # Unknown presence: a push too many beats a missed one.
             logger.warning("webhooks: presence unknown (%s); sending", type(exc).__name__)
             return rows
-        skipped = [row for row in rows if (row.user_type, row.user_id) in online]
-        if skipped:
+        held = [row for row in rows if (row.user_type, row.user_id) in online]
+        if held:
+            # The first time: perhaps a dead socket, look again later. The second: skipped.
+            recheck = [row for row in held if row.online_at is None]
+            skipped = [row for row in held if row.online_at is not None]
+            now = self._clock()
             async with self._db.transaction() as db:
-                await deliveries.skipped(db, skipped, self._clock())
-            metrics.webhook_outcome("skipped_online", len(skipped))
+                if recheck:
+                    await deliveries.recheck_later(db, recheck, now, now + self._recheck)
+                if skipped:
+                    await deliveries.skipped(db, skipped, now)
+            if recheck:
+                metrics.webhook_outcome("online_recheck", len(recheck))
+                delay = self._recheck.total_seconds()
+                asyncio.get_running_loop().call_later(delay, self._wake.set)
+            if skipped:
+                metrics.webhook_outcome("skipped_online", len(skipped))
         return [row for row in rows if (row.user_type, row.user_id) not in online]
 
     def _sent(self, task: asyncio.Task[None]) -> None:
@@ -232,6 +262,11 @@ class Dispatcher:
         except httpx.TimeoutException:
             return f"no answer within {self._timeout_s:g} s"
         except httpx.HTTPError as exc:
+            return type(exc).__name__
+        except Exception as exc:
+            # Not httpx's own errors (an InvalidURL, a bug): still a failed attempt, retried
+            # and in the end dead, never a row re-sent forever as its lease runs out.
+            logger.warning("webhook %s: %s sending it", row.id, type(exc).__name__)
             return type(exc).__name__
         return None if 200 <= status < 300 else f"HTTP {status}"
 

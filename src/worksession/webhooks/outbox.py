@@ -39,11 +39,16 @@ NOTICE_TYPES = frozenset({"work_request", "work_rejected", "work_expired"})
 """Frames outside the session log that make a webhook (no session yet: no seq)."""
 TO_SEEKER = frozenset({"work_accepted", "provider_nearby", "provider_arrived"})
 RETRY_FOR = timedelta(hours=24)
-"""How long a failing webhook is retried before it is kept as dead."""
+"""How long a failing webhook is retried before it is kept as dead (a ``work_request``:
+until its offer expires, if that is sooner)."""
 DELIVERED_RETENTION = timedelta(days=7)
 """Delivered (and skipped: the user was online) rows are swept after this."""
 DEAD_RETENTION = timedelta(days=30)
 """Dead rows stay for an operator to retry this long, then are swept too."""
+ABANDONED_RETENTION = timedelta(days=7)
+"""Pending rows this long past their ``give_up_at`` are swept: nobody is sending them (the
+URL was unset, so no dispatcher runs). A running dispatcher finishes a row within its last
+backoff (10 minutes) of ``give_up_at``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,7 @@ def webhooks_for(
         *,
         work_id: int | None,
         event: LoggedEvent | None = None,
+        expires_at: datetime | None = None,
     ) -> None:
         session_id = None if event is None else event.session_id
         rows.append(
@@ -105,7 +111,9 @@ def webhooks_for(
                     else None
                 ),
                 next_attempt_at=now,
-                give_up_at=now + RETRY_FOR,
+                give_up_at=(
+                    now + RETRY_FOR if expires_at is None else min(now + RETRY_FOR, expires_at)
+                ),
             )
         )
 
@@ -114,8 +122,12 @@ def webhooks_for(
             kind = getattr(item.frame, "type", None)
             if kind in NOTICE_TYPES:
                 work_id = getattr(item.frame, "work_id", None)
+                # An offer's push is noise once it expired: retried until then at most.
+                expires_at = getattr(item.frame, "expires_at", None)
+                if not isinstance(expires_at, datetime):
+                    expires_at = None
                 for role, user_id in item.recipients:
-                    add(str(kind), role, user_id, work_id=work_id)
+                    add(str(kind), role, user_id, work_id=work_id, expires_at=expires_at)
             continue
         session = sessions(item.session_id)
         for recipient in _recipients(command, item):

@@ -22,8 +22,10 @@ class DeliveryView(BaseModel):
     seq: int | None
     occurred_at: UtcTimestamp
     status: DeliveryStatus = Field(
-        description="pending (waiting or being retried), delivered, skipped (the user had a "
-        "socket open when it was due), dead (retried for 24 hours, or refused for good)"
+        description="pending (waiting, being retried, or held 45 s because the user had a "
+        "socket open when it was due), delivered, skipped (the user had a socket open when it "
+        "was due and again 45 s later), dead (failed until its give-up time: 24 hours after "
+        "the event, or a work_request's offer expiry; an operator can send it again)"
     )
     attempts: int
     next_attempt_at: UtcTimestamp

@@ -23,15 +23,17 @@ def verify_worksession_signature(
     signatures = []
     for item in header.split(","):
         key, _, value = item.strip().partition("=")
-        if key == "t" and value.isdigit():
+        # ASCII digits only, and few of them: "²".isdigit() is True, and int() of 400
+        # digits would overflow the comparison below.
+        if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
-        elif key == "v1":
-            signatures.append(value)
+        elif key == "v1" and value.isascii():
+            signatures.append(value.encode())
     if timestamp is None or not signatures:
         return False
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance_s:
         return False
     signed = str(timestamp).encode() + b"." + raw_body
-    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest().encode()
     return any(hmac.compare_digest(expected, candidate) for candidate in signatures)
