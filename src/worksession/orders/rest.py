@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
 
-from worksession.kit.cursor import MAX_CURSOR_CHARS
 from worksession.orders import lookup
 from worksession.orders.schemas import (
     MAX_WORK_ID,
@@ -24,7 +23,7 @@ from worksession.rest_auth import (
     ParticipantCaller,
     ServiceCaller,
 )
-from worksession.sessions.rest import decoded_cursor, participant_role
+from worksession.sessions.rest import BeforeQuery, decoded_cursor, participant_role
 from worksession.state import AppState, get_state
 
 router = APIRouter(prefix="/internal/v1", tags=["internal"], responses=AUTH_RESPONSES)
@@ -117,13 +116,7 @@ async def my_work_orders(
     limit: Annotated[
         int, Query(ge=1, le=lookup.MAX_PAGE_SIZE, description="Orders per page.")
     ] = lookup.DEFAULT_PAGE_SIZE,
-    cursor: Annotated[
-        str | None,
-        Query(
-            max_length=MAX_CURSOR_CHARS,
-            description="The `next_cursor` of the previous page; absent for the newest page.",
-        ),
-    ] = None,
+    cursor: BeforeQuery = None,
 ) -> MyWorkOrderPage:
     before_id = decoded_cursor(lookup.decode_order_cursor, cursor, "cursor")
     async with state.db.transaction() as db:

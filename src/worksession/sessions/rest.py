@@ -199,13 +199,7 @@ async def find_sessions(
     limit: Annotated[
         int, Query(ge=1, le=service.MAX_PAGE_SIZE, description="Sessions per page.")
     ] = service.DEFAULT_PAGE_SIZE,
-    cursor: Annotated[
-        str | None,
-        Query(
-            max_length=MAX_CURSOR_CHARS,
-            description="The `next_cursor` of the previous page; absent for the newest page.",
-        ),
-    ] = None,
+    cursor: BeforeQuery = None,
 ) -> SessionPage:
     before_pk = decoded_cursor(service.decode_session_cursor, cursor, "cursor")
     async with state.db.transaction() as db:
