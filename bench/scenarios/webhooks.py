@@ -697,7 +697,8 @@ async def run(context: report.Context) -> report.Scenario:
                     name: await _connect_chat(plan, chat_pool, deps[name], databases[name], name)
                     for name in (OFF, ON)
                 }
-                for name in (OFF, ON):  # unreported: fills the dispatcher's slots on "on"
+                # Unreported: on "on", the first attempts time out and open the breaker.
+                for name in (OFF, ON):
                     await _chat_step(
                         plan,
                         chat_pool,
@@ -879,14 +880,16 @@ The ladder stops at its first saturated step (achieved under 90 % of offered, or
 delivery (intended send time to the provider receiving the message). Every chat step also \
 creates {plan.hang_order_rate:g} orders/s for offline providers on the deployment it measures: \
 on *on* each makes {plan.providers_per_order} webhooks to the receiver, which now never \
-answers, so every attempt holds one of the dispatcher's 32 slots for the full timeout and \
-is retried with backoff; on *off* they make none. Steps of {plan.chat_step_s:g} s alternate \
-between the two deployments ({plan.repeats} each, off first then on first, and so on), after \
-an unreported {plan.chat_warmup_s:g} s step on each that fills the dispatcher's slots; *hung \
+answers: the first attempts hold the dispatcher's 32 slots for the full timeout, their \
+failures open its breaker, and from then on it sends one probe after a pause that doubles \
+up to 30 s (the steady state of a receiver that hangs); on *off* they make none. Steps of \
+{plan.chat_step_s:g} s alternate between the two deployments ({plan.repeats} each, off first \
+then on first, and so on), after an unreported {plan.chat_warmup_s:g} s step on each, in \
+which the first attempts time out; *hung \
 requests* = requests the receiver got and never answered during the step (during a step of \
 *off*, the retries of *on*). The target reads the p99 of all steps merged and the median of \
 the steps' p99s, and must hold on both. While one \
-deployment is measured the other stays up (the *on* one still retrying its hung webhooks): \
+deployment is measured the other stays up (the *on* one still probing its receiver): \
 both halves share the machine equally.
 
 Checked in every run, or the scenario fails: every order was created and offered to every \

@@ -25,6 +25,7 @@ from worksession.models import WebhookDelivery
 from worksession.pipeline import commands as c
 from worksession.pipeline.runner import Pipeline
 from worksession.webhooks import deliveries
+from worksession.webhooks.breaker import Breaker
 from worksession.webhooks.dispatcher import Dispatcher, backoff_s, online_in
 from worksession.webhooks.verify import verify_worksession_signature
 
@@ -48,6 +49,7 @@ async def rig(
     clock: Callable[[], datetime] = utcnow,
     url: str | None = None,
     recheck_s: float = 0.5,
+    breaker: Breaker | None = None,
 ) -> AsyncIterator[Rig]:
     rules = dataclasses.replace(
         policy(), webhooks=True, webhook_chat_window=timedelta(seconds=window_s)
@@ -62,6 +64,7 @@ async def rig(
         online=online_in(presence),
         clock=clock,
         recheck_s=recheck_s,
+        breaker=breaker,
     )
     pipeline.webhooks_written = dispatcher.wake
     await dispatcher.start()
@@ -274,3 +277,26 @@ async def test_paused_it_claims_nothing_more(db: Database) -> None:
     async with db.transaction() as s:
         (row,) = (await s.execute(select(WebhookDelivery))).scalars()
     assert (row.status, row.attempts) == ("pending", 0)
+
+
+async def test_a_failing_receiver_gets_probes_not_every_retry_then_the_queue_drains(
+    db: Database,
+) -> None:
+    failing = True
+
+    def answer(body: dict[str, object]) -> int:
+        return 503 if failing else 200
+
+    breaker = Breaker(clock=time.monotonic, first_cooldown_s=0.3, max_cooldown_s=0.6)
+    async with Receiver(choose=answer) as receiver, rig(db, receiver, breaker=breaker) as r:
+        providers = tuple(f"p-b{k}" for k in range(20))
+        await r.pipeline.submit(c.CreateWorkOrder("s-b", providers, {}))
+        await receiver.wait_for(20)  # one burst, sent before any answer came back
+        await asyncio.sleep(3.0)
+        # Without the breaker: every row again after ~1 s and ~3 s, 40 more requests. With
+        # it: one probe per cool-down (0.3 s, then 0.6 s) once rows fall due again.
+        retried = len(receiver.received) - 20
+        assert 1 <= retried <= 8, retried
+        failing = False
+        await wait_for_statuses(db, dict.fromkeys(providers, "delivered"), timeout=10)
+    assert {h.json["user_id"] for h in receiver.received} == set(providers)

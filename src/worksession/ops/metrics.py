@@ -126,6 +126,12 @@ WEBHOOK_OLDEST_PENDING = Gauge(
     "Age of the oldest pending webhook (0 when none), over all workers.",
     multiprocess_mode="livemax",
 )
+WEBHOOK_RECEIVER_FAILING = Gauge(
+    "worksession_webhook_receiver_failing",
+    "1 while a worker has stopped sending webhooks because the receiver keeps failing "
+    "(it sends one probe now and then until the receiver answers again), else 0.",
+    multiprocess_mode="livemax",
+)
 FIXES_DROPPED = Counter(
     "worksession_location_fixes_dropped",
     "Location fixes dropped as noise, by verdict.",
@@ -206,6 +212,10 @@ def fix_dropped(verdict: str) -> None:
 
 def webhook_outcome(outcome: str, count: int = 1) -> None:
     WEBHOOK_DELIVERIES.labels(outcome).inc(count)
+
+
+def webhook_receiver_failing(failing: bool) -> None:
+    WEBHOOK_RECEIVER_FAILING.set(1 if failing else 0)
 
 
 def webhook_queue(depth: int, oldest_age_s: float) -> None:

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import CursorResult, and_, func, select, update
+from sqlalchemy import CursorResult, Table, and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from worksession.eventlog.outbox import dumps
 from worksession.kit.clock import isoformat_z
+from worksession.kit.sqltypes import UTCDateTime
 from worksession.models import WebhookDelivery as W
 from worksession.models.webhook_delivery import PENDING_SQL
 from worksession.webhooks.outbox import RETRY_FOR
@@ -120,26 +121,65 @@ def _ours(row: Claimed) -> Any:
     return and_(W.id == row.id, W.status == "pending", W.attempts == row.attempts)
 
 
-async def delivered(db: AsyncSession, row: Claimed, now: datetime) -> None:
-    await db.execute(
-        update(W)
-        .where(_ours(row))
-        .values(status="delivered", delivered_at=now, last_error=None, updated_at=now)
-        .execution_options(synchronize_session=False)
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended: delivered (no ``error``), to be retried at ``retry_at``, or
+    dead (an ``error`` and no ``retry_at``)."""
+
+    row: Claimed
+    at: datetime
+    error: str | None = None
+    retry_at: datetime | None = None
+
+    @property
+    def status(self) -> str:
+        if self.error is None:
+            return "delivered"
+        return "pending" if self.retry_at is not None else "dead"
+
+
+_TABLE: Final = cast(Table, W.__table__)
+# Built once, run as one executemany for every outcome of a moment: a receiver that hangs
+# times out 32 sends in the same millisecond, and 32 transactions of one UPDATE each (each
+# with its pool checkout) came in a burst that live traffic on the worker queued behind.
+# The WHERE is ``_ours``: an attempt taken over by another worker is not written.
+_RECORD_OUTCOME: Final = (
+    update(_TABLE)
+    .where(
+        _TABLE.c.id == bindparam("row_id"),
+        _TABLE.c.status == "pending",
+        _TABLE.c.attempts == bindparam("row_attempts"),
     )
+    .values(
+        status=bindparam("new_status"),
+        delivered_at=bindparam("delivered_at_"),
+        last_error=bindparam("error"),
+        next_attempt_at=func.coalesce(
+            bindparam("retry_at", type_=UTCDateTime()), _TABLE.c.next_attempt_at
+        ),
+        updated_at=bindparam("at"),
+    )
+)
 
 
-async def failed(
-    db: AsyncSession, row: Claimed, now: datetime, error: str, retry_at: datetime | None
-) -> None:
-    """Retry at ``retry_at``, or keep it as dead (None)."""
-    values: dict[str, Any] = {"last_error": error[:200], "updated_at": now}
-    if retry_at is None:
-        values["status"] = "dead"
-    else:
-        values["next_attempt_at"] = retry_at
+async def record_outcomes(db: AsyncSession, outcomes: Sequence[Outcome]) -> None:
+    """Write how these attempts ended, in one statement whatever their number."""
+    if not outcomes:
+        return
     await db.execute(
-        update(W).where(_ours(row)).values(values).execution_options(synchronize_session=False)
+        _RECORD_OUTCOME,
+        [
+            {
+                "row_id": o.row.id,
+                "row_attempts": o.row.attempts,
+                "new_status": o.status,
+                "delivered_at_": o.at if o.error is None else None,
+                "error": None if o.error is None else o.error[:200],
+                "retry_at": o.retry_at,
+                "at": o.at,
+            }
+            for o in outcomes
+        ],
     )
 
 

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -37,7 +38,8 @@ from worksession.kit.clock import utcnow
 from worksession.kit.db import Database, is_database_unavailable
 from worksession.ops import metrics
 from worksession.webhooks import deliveries
-from worksession.webhooks.deliveries import Claimed
+from worksession.webhooks.breaker import Breaker, State
+from worksession.webhooks.deliveries import Claimed, Outcome
 from worksession.webhooks.signing import SIGNATURE_HEADER, sign
 
 logger = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ class Dispatcher:
         recheck_s: float = ONLINE_RECHECK_S,
         clock: Callable[[], datetime] = utcnow,
         rng: Callable[[], float] = random.random,
+        breaker: Breaker | None = None,
     ) -> None:
         self._db = db
         self._url = url
@@ -109,6 +112,8 @@ class Dispatcher:
         self._lease = timedelta(seconds=timeout_s + LEASE_MARGIN_S)
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
+        self._outcomes: list[Outcome] = []
+        self._breaker = Breaker(clock=time.monotonic) if breaker is None else breaker
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._client = httpx.AsyncClient(
@@ -146,6 +151,7 @@ class Dispatcher:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        await self._record_outcomes()  # those that finished in the grace; not the cancelled
         await self._client.aclose()
 
     async def _run(self) -> None:
@@ -153,6 +159,7 @@ class Dispatcher:
             self._wake.clear()
             full = False
             try:
+                await self._record_outcomes()
                 full = await self.dispatch_due()
                 await self._update_stats()
             except Exception as exc:
@@ -168,17 +175,22 @@ class Dispatcher:
     async def dispatch_due(self) -> bool:
         """Claim what is due, up to the free slots, and start sending it; returns whether
         the claim took as many rows as it could (more may be due)."""
-        free = self._max_in_flight - len(self._sending)
+        free = self._breaker.slots(self._max_in_flight, len(self._sending))
         if free <= 0:
+            self._wake_after(self._breaker.reopens_in())
             return False
+        probe = self._breaker.state is State.HALF_OPEN
         now = self._clock()
         async with self._db.transaction() as db:
             rows = await deliveries.claim(db, now=now, lease_until=now + self._lease, limit=free)
         if not rows:
             return False
         to_send = await self._not_online(rows)
+        if probe and to_send:
+            to_send = to_send[:1]  # the claim took one row; held ones need no probe
+            self._breaker.probing()
         for row in to_send:
-            task = asyncio.create_task(self._send(row))
+            task = asyncio.create_task(self._send(row, probe=probe))
             self._sending.add(task)
             task.add_done_callback(self._sent)
         return len(rows) == free
@@ -210,40 +222,75 @@ class Dispatcher:
                 metrics.webhook_outcome("skipped_online", len(skipped))
         return [row for row in rows if (row.user_type, row.user_id) not in online]
 
+    def _wake_after(self, delay_s: float | None) -> None:
+        if delay_s is not None:
+            asyncio.get_running_loop().call_later(delay_s, self._wake.set)
+
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
         self._wake.set()  # a slot is free
 
-    async def _send(self, row: Claimed) -> None:
-        error = await self._post(row)
+    async def _send(self, row: Claimed, *, probe: bool) -> None:
+        error, receiver_failed = await self._post(row)
+        if not receiver_failed:
+            if self._breaker.state is not State.CLOSED:
+                logger.info("webhook receiver answers again: sending resumes")
+            self._breaker.answered()
+            metrics.webhook_receiver_failing(False)
+        elif self._breaker.failed(probe=probe):
+            logger.warning(
+                "webhook receiver failing (%s): sending paused for %.0f s, then one probe",
+                error,
+                self._breaker.reopens_in() or 0.0,
+            )
+            metrics.webhook_receiver_failing(True)
+            self._wake_after(self._breaker.reopens_in())
         now = self._clock()
         retry_at: datetime | None = None
         if error is not None:
             retry_at = now + timedelta(seconds=backoff_s(row.attempts, self._rng))
             if retry_at > row.give_up_at:
                 retry_at = None
+        # Written by the loop with the others that ended meanwhile (``_sent`` wakes it).
+        self._outcomes.append(Outcome(row, now, error, retry_at))
+
+    async def _record_outcomes(self) -> None:
+        """Write the outcomes of the sends that ended since the last time, in one
+        transaction, then count them and set the wake-up for the earliest retry."""
+        if not self._outcomes:
+            return
+        outcomes, self._outcomes = self._outcomes, []
         try:
             async with self._db.transaction() as db:
-                if error is None:
-                    await deliveries.delivered(db, row, now)
-                else:
-                    await deliveries.failed(db, row, now, error, retry_at)
+                await deliveries.record_outcomes(db, outcomes)
         except Exception as exc:
-            # The lease runs out and the row is sent again: at least once, not exactly once.
-            logger.warning("webhook outcome not recorded (%s)", type(exc).__name__)
+            # Their leases run out and the rows are sent again: at least once, not exactly
+            # once.
+            if is_database_unavailable(exc):
+                logger.warning(
+                    "%d webhook outcomes not recorded (%s)", len(outcomes), type(exc).__name__
+                )
+            else:
+                logger.exception("%d webhook outcomes not recorded", len(outcomes))
             return
-        if error is None:
-            metrics.webhook_outcome("delivered")
-        elif retry_at is None:
-            metrics.webhook_outcome("dead")
-            logger.warning("webhook %s is dead after %d attempts: %s", row.id, row.attempts, error)
-        else:
-            metrics.webhook_outcome("failed")
-            delay = (retry_at - now).total_seconds()
-            asyncio.get_running_loop().call_later(delay, self._wake.set)
+        counted = Counter(
+            "delivered" if o.error is None else "failed" if o.retry_at else "dead" for o in outcomes
+        )
+        for outcome, count in counted.items():
+            metrics.webhook_outcome(outcome, count)
+        for o in outcomes:
+            if o.error is not None and o.retry_at is None:
+                logger.warning(
+                    "webhook %s is dead after %d attempts: %s", o.row.id, o.row.attempts, o.error
+                )
+        retries = [o.retry_at for o in outcomes if o.retry_at is not None]
+        if retries:
+            delay = (min(retries) - self._clock()).total_seconds()
+            asyncio.get_running_loop().call_later(max(delay, 0.0), self._wake.set)
 
-    async def _post(self, row: Claimed) -> str | None:
-        """One attempt; None on a 2xx, else why not (never the response's body)."""
+    async def _post(self, row: Claimed) -> tuple[str | None, bool]:
+        """One attempt: None on a 2xx, else why not (never the response's body); and
+        whether the failure is the receiver's rather than this webhook's (for the breaker)."""
         body = row.body()
         headers = {
             "content-type": "application/json",
@@ -257,18 +304,18 @@ class Dispatcher:
                     "POST", self._url, content=body, headers=headers, timeout=self._timeout_s
                 ) as response:
                     status = response.status_code
-        except TimeoutError:
-            return f"no answer within {self._timeout_s:g} s"
-        except httpx.TimeoutException:
-            return f"no answer within {self._timeout_s:g} s"
+        except (TimeoutError, httpx.TimeoutException):
+            return f"no answer within {self._timeout_s:g} s", True
         except httpx.HTTPError as exc:
-            return type(exc).__name__
+            return type(exc).__name__, True
         except Exception as exc:
             # Not httpx's own errors (an InvalidURL, a bug): still a failed attempt, retried
             # and in the end dead, never a row re-sent forever as its lease runs out.
             logger.warning("webhook %s: %s sending it", row.id, type(exc).__name__)
-            return type(exc).__name__
-        return None if 200 <= status < 300 else f"HTTP {status}"
+            return type(exc).__name__, True
+        if 200 <= status < 300:
+            return None, False
+        return f"HTTP {status}", status >= 500 or status == 429
 
     async def _update_stats(self) -> None:
         if time.monotonic() - self._stats_at < STATS_EVERY_S:
