@@ -25,6 +25,12 @@ def breaker(clock: Clock) -> Breaker:
     return Breaker(clock=clock, failures_to_open=3, first_cooldown_s=1.0, max_cooldown_s=4.0)
 
 
+def open_it(breaker: Breaker) -> None:
+    for webhook in ("a", "b", "c"):
+        breaker.failed(webhook)
+    assert breaker.state is State.OPEN
+
+
 def test_closed_it_offers_every_free_slot(breaker: Breaker) -> None:
     assert breaker.state is State.CLOSED
     assert breaker.slots(32, 0) == 32
@@ -35,18 +41,25 @@ def test_closed_it_offers_every_free_slot(breaker: Breaker) -> None:
 def test_failures_short_of_the_threshold_or_broken_by_an_answer_keep_it_closed(
     breaker: Breaker,
 ) -> None:
-    assert not breaker.failed()
-    assert not breaker.failed()
-    breaker.answered()
-    assert not breaker.failed()
-    assert not breaker.failed()
+    assert not breaker.failed("a")
+    assert not breaker.failed("b")
+    breaker.answered("c")
+    assert not breaker.failed("d")
+    assert not breaker.failed("e")
+    assert breaker.state is State.CLOSED
+
+
+def test_one_webhook_failing_again_and_again_never_opens_it(breaker: Breaker) -> None:
+    # A receiver that 500s one webhook (a bad device token) is not a receiver that fails.
+    assert not any(breaker.failed("always-500") for _ in range(10))
     assert breaker.state is State.CLOSED
 
 
 def test_it_opens_on_the_threshold_and_ignores_the_rest_of_the_burst(
     breaker: Breaker, clock: Clock
 ) -> None:
-    assert [breaker.failed() for _ in range(6)] == [False, False, True, False, False, False]
+    opened = [breaker.failed(webhook) for webhook in "abcdef"]
+    assert opened == [False, False, True, False, False, False]
     assert breaker.state is State.OPEN
     assert breaker.slots(32, 0) == 0
     assert breaker.reopens_in() == 1.0
@@ -55,26 +68,25 @@ def test_it_opens_on_the_threshold_and_ignores_the_rest_of_the_burst(
 
 
 def test_after_the_cooldown_one_probe_at_a_time(breaker: Breaker, clock: Clock) -> None:
-    for _ in range(3):
-        breaker.failed()
+    open_it(breaker)
     clock.now += 1.0
     assert breaker.state is State.HALF_OPEN
     assert breaker.reopens_in() is None
     assert breaker.slots(32, 0) == 1
-    breaker.probing()
+    assert breaker.slots(32, 32) == 0
+    breaker.probing("p")
     assert breaker.slots(32, 0) == 0  # the probe is out
 
 
 def test_a_failed_probe_reopens_for_twice_as_long_up_to_the_cap(
     breaker: Breaker, clock: Clock
 ) -> None:
-    for _ in range(3):
-        breaker.failed()
+    open_it(breaker)
     cooldowns = []
-    for _ in range(4):
+    for k in range(4):
         clock.now += 10.0
-        breaker.probing()
-        assert breaker.failed(probe=True)
+        breaker.probing(f"probe-{k}")
+        assert breaker.failed(f"probe-{k}")
         cooldowns.append(breaker.reopens_in())
     assert cooldowns == [2.0, 4.0, 4.0, 4.0]
 
@@ -82,38 +94,61 @@ def test_a_failed_probe_reopens_for_twice_as_long_up_to_the_cap(
 def test_an_answer_closes_it_and_the_next_opening_starts_short_again(
     breaker: Breaker, clock: Clock
 ) -> None:
-    for _ in range(3):
-        breaker.failed()
+    open_it(breaker)
     clock.now += 1.0
-    breaker.probing()
-    breaker.failed(probe=True)  # open for 2 s
+    breaker.probing("p1")
+    breaker.failed("p1")  # open for 2 s
     clock.now += 2.0
-    breaker.probing()
-    breaker.answered()
+    breaker.probing("p2")
+    breaker.answered("p2")
     assert breaker.state is State.CLOSED
     assert breaker.slots(32, 0) == 32
-    for _ in range(3):
-        breaker.failed()
+    open_it(breaker)
     assert breaker.reopens_in() == 1.0
 
 
 def test_a_late_answer_from_before_it_opened_closes_it(breaker: Breaker) -> None:
-    for _ in range(3):
-        breaker.failed()
-    breaker.answered()  # a request sent before the failures, answered now
+    open_it(breaker)
+    breaker.answered("sent-before")
+    assert breaker.state is State.CLOSED
+
+
+def test_a_probe_failing_after_a_late_answer_closed_it_counts_as_one_failure(
+    breaker: Breaker, clock: Clock
+) -> None:
+    open_it(breaker)
+    clock.now += 1.0
+    breaker.probing("p")
+    breaker.answered("sent-before")  # closed meanwhile
+    assert not breaker.failed("p")  # one failure of three, not a probe's verdict
     assert breaker.state is State.CLOSED
 
 
 def test_a_late_failure_while_half_open_does_not_free_a_second_probe(
     breaker: Breaker, clock: Clock
 ) -> None:
-    for _ in range(3):
-        breaker.failed()
+    open_it(breaker)
     clock.now += 1.0
-    breaker.probing()
+    breaker.probing("p")
     # A send from before the opening fails while the probe is out: that is news about the
     # receiver too (open again), and never a second probe beside the first.
-    assert breaker.failed()
+    assert breaker.failed("sent-before")
     assert breaker.state is State.OPEN
     clock.now += 2.0
     assert breaker.slots(32, 0) == 0
+    breaker.failed("p")  # the probe's own end frees the place
+    clock.now += 4.0
+    assert breaker.slots(32, 0) == 1
+
+
+def test_a_probe_that_ends_without_news_frees_the_place_of_the_next(
+    breaker: Breaker, clock: Clock
+) -> None:
+    open_it(breaker)
+    clock.now += 1.0
+    breaker.probing("p")
+    breaker.abandoned("other")
+    assert breaker.slots(32, 0) == 0
+    breaker.abandoned("p")  # cancelled, or not sent: past its give-up time
+    assert breaker.slots(32, 0) == 1
+    assert breaker.state is State.HALF_OPEN

@@ -27,6 +27,7 @@ from worksession.pipeline.runner import Pipeline
 from worksession.webhooks import deliveries
 from worksession.webhooks.breaker import Breaker
 from worksession.webhooks.dispatcher import Dispatcher, backoff_s, online_in
+from worksession.webhooks.outbox import RETRY_FOR
 from worksession.webhooks.verify import verify_worksession_signature
 
 SECRET = "whsec-test-0123456789abcdef0123456789abcdef"
@@ -50,9 +51,12 @@ async def rig(
     url: str | None = None,
     recheck_s: float = 0.5,
     breaker: Breaker | None = None,
+    offer_ttl_s: float = 120.0,
 ) -> AsyncIterator[Rig]:
     rules = dataclasses.replace(
-        policy(), webhooks=True, webhook_chat_window=timedelta(seconds=window_s)
+        policy(offer_ttl_s=offer_ttl_s),
+        webhooks=True,
+        webhook_chat_window=timedelta(seconds=window_s),
     )
     pipeline = pipeline_for(db, Recorder(), now=None, rules=rules)
     presence = MemoryBroker()
@@ -177,14 +181,39 @@ async def test_chat_coalesces_leading_then_trailing_edge(db: Database) -> None:
     assert chat[1].at - chat[0].at >= 1.9
 
 
+A_WEEK_S = 7 * 24 * 3600.0
+"""An offer that outlives the 24 hours of retries: its ``work_request`` gives up at 24 h."""
+
+
+def the_last_moment() -> datetime:
+    """The dispatcher's clock 0.8 s short of a fresh row's 24 hours (an offer that lasts
+    longer, ``A_WEEK_S``): its first attempt
+    goes out (if sent within 0.8 s of the write) and its failure is final (the first retry,
+    0.8-1.2 s later, would be past it). Set before the dispatcher starts, so no claim can
+    race a test's change of ``give_up_at``."""
+    return utcnow() + RETRY_FOR - timedelta(seconds=0.8)
+
+
 def a_day_later() -> datetime:
-    """The dispatcher's clock past every row's 24 hours: its first failure is final (set
-    before the dispatcher starts, so no claim can race a test's change of ``give_up_at``)."""
+    """The dispatcher's clock past every row's 24 hours."""
     return utcnow() + timedelta(hours=25)
 
 
+async def test_a_webhook_past_its_give_up_time_is_dead_and_never_sent(db: Database) -> None:
+    async with Receiver() as receiver, rig(db, receiver, clock=a_day_later) as r:
+        await r.pipeline.submit(c.CreateWorkOrder("s-g", ("p-g",), {}))
+        await wait_for_statuses(db, {"p-g": "dead"})
+    assert receiver.received == []
+    async with db.transaction() as s:
+        (row,) = (await s.execute(select(WebhookDelivery))).scalars()
+    assert row.last_error == deliveries.GAVE_UP
+
+
 async def test_a_dead_webhook_sent_again_by_hand(db: Database) -> None:
-    async with Receiver(answers=[500]) as receiver, rig(db, receiver, clock=a_day_later) as r:
+    async with (
+        Receiver(answers=[500]) as receiver,
+        rig(db, receiver, clock=the_last_moment, offer_ttl_s=A_WEEK_S) as r,
+    ):
         await r.pipeline.submit(c.CreateWorkOrder("s-6", ("p-6",), {}))
         await receiver.wait_for(1)
         await asyncio.sleep(0.5)
@@ -216,7 +245,9 @@ async def test_an_unexpected_exception_is_a_failed_attempt_and_ends_dead(db: Dat
     # outcome unwritten and the row to be sent again every lease, forever.
     async with (
         Receiver() as receiver,
-        rig(db, receiver, clock=a_day_later, url="http://[::1/hooks") as r,
+        rig(
+            db, receiver, clock=the_last_moment, url="http://[::1/hooks", offer_ttl_s=A_WEEK_S
+        ) as r,
     ):
         await r.pipeline.submit(c.CreateWorkOrder("s-7", ("p-7",), {}))
         for _ in range(50):

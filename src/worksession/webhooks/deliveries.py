@@ -85,16 +85,23 @@ class Claimed:
 
 
 async def claim(
-    db: AsyncSession, *, now: datetime, lease_until: datetime, limit: int
+    db: AsyncSession,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    untried_first: bool = False,
 ) -> list[Claimed]:
-    """Up to ``limit`` due rows, oldest due first, each leased until ``lease_until``."""
+    """Up to ``limit`` due rows, oldest due first (``untried_first``: those never
+    attempted before the others; the breaker's probe), each leased until ``lease_until``."""
+    order = (W.attempts, W.next_attempt_at) if untried_first else (W.next_attempt_at,)
     due = (
         select(W.id)
         # The partial index's own predicate, as SQL text: a bound 'pending' would not let
         # PostgreSQL use that index once it plans the prepared statement generically, and
         # the table holds a week of delivered rows.
         .where(PENDING_SQL, W.next_attempt_at <= now)
-        .order_by(W.next_attempt_at)
+        .order_by(*order)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -113,6 +120,34 @@ async def claim(
     claimed = [Claimed(**row._asdict()) for row in rows.all()]
     claimed.sort(key=lambda c: c.occurred_at)
     return claimed
+
+
+GAVE_UP = "not sent before its give-up time"
+
+
+async def give_up_overdue(db: AsyncSession, now: datetime, limit: int = 500) -> int:
+    """Mark dead the due rows past their give-up time, without sending them (while the
+    breaker holds the queue, nothing else would: a ``work_request`` whose offer expired
+    meanwhile is noise, and a row 24 hours old must be dead, not swept as abandoned).
+    Leased rows are left to their attempt. Returns how many."""
+    overdue = (
+        select(W.id)
+        .where(PENDING_SQL, W.next_attempt_at <= now, W.give_up_at <= now)
+        .order_by(W.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await db.execute(
+        update(W)
+        .where(W.id.in_(overdue.scalar_subquery()))
+        .values(
+            status="dead",
+            last_error=func.coalesce(W.last_error, GAVE_UP),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def _ours(row: Claimed) -> Any:

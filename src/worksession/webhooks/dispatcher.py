@@ -15,7 +15,12 @@ of its own falls due, and otherwise every ``poll_s`` (rows other workers wrote o
 Outcomes: a 2xx is delivered; anything else, or no answer within the timeout, is retried
 after 1 s, 2 s, 4 s, ... (at most 10 minutes), each ±20 % at random so that a receiver
 coming back is not hit by every retry at once, until 24 hours after the row was written;
-then it is dead, with its last error, until someone retries it by hand.
+then it is dead, with its last error, until someone retries it by hand. The send tasks
+only note their outcomes; the loop writes all that ended since its last turn in one
+statement, so a burst of timeouts is one write, not one transaction each.
+
+A receiver failing as a whole (no answers, connection errors, 5xx) pauses the claims
+(``breaker``): one probe now and then instead of every retry of the queue.
 """
 
 from __future__ import annotations
@@ -161,7 +166,7 @@ class Dispatcher:
             try:
                 await self._record_outcomes()
                 full = await self.dispatch_due()
-                await self._update_stats()
+                await self._housekeeping()
             except Exception as exc:
                 if not is_database_unavailable(exc):
                     logger.exception("webhook dispatch failed")
@@ -177,20 +182,19 @@ class Dispatcher:
         the claim took as many rows as it could (more may be due)."""
         free = self._breaker.slots(self._max_in_flight, len(self._sending))
         if free <= 0:
-            self._wake_after(self._breaker.reopens_in())
-            return False
-        probe = self._breaker.state is State.HALF_OPEN
+            return False  # slots busy (a freed one wakes us) or paused (``_send`` set a wake)
+        probe = self._breaker.state is State.HALF_OPEN  # then ``free`` is 1
         now = self._clock()
         async with self._db.transaction() as db:
-            rows = await deliveries.claim(db, now=now, lease_until=now + self._lease, limit=free)
+            rows = await deliveries.claim(
+                db, now=now, lease_until=now + self._lease, limit=free, untried_first=probe
+            )
         if not rows:
             return False
-        to_send = await self._not_online(rows)
-        if probe and to_send:
-            to_send = to_send[:1]  # the claim took one row; held ones need no probe
-            self._breaker.probing()
-        for row in to_send:
-            task = asyncio.create_task(self._send(row, probe=probe))
+        for row in await self._not_online(rows):
+            if probe:
+                self._breaker.probing(row.id)
+            task = asyncio.create_task(self._send(row))
             self._sending.add(task)
             task.add_done_callback(self._sent)
         return len(rows) == free
@@ -222,37 +226,46 @@ class Dispatcher:
                 metrics.webhook_outcome("skipped_online", len(skipped))
         return [row for row in rows if (row.user_type, row.user_id) not in online]
 
-    def _wake_after(self, delay_s: float | None) -> None:
-        if delay_s is not None:
-            asyncio.get_running_loop().call_later(delay_s, self._wake.set)
-
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
         self._wake.set()  # a slot is free
 
-    async def _send(self, row: Claimed, *, probe: bool) -> None:
-        error, receiver_failed = await self._post(row)
+    async def _send(self, row: Claimed) -> None:
+        try:
+            now = self._clock()
+            if now >= row.give_up_at:
+                # It waited past its give-up time (behind a backlog, or the breaker): an
+                # offer that expired meanwhile, a 24-hour-old event. Dead, not sent.
+                self._outcomes.append(Outcome(row, now, deliveries.GAVE_UP))
+                return
+            error, receiver_failed = await self._post(row)
+            self._tell_breaker(row, error, receiver_failed)
+            now = self._clock()
+            retry_at: datetime | None = None
+            if error is not None:
+                retry_at = now + timedelta(seconds=backoff_s(row.attempts, self._rng))
+                if retry_at > row.give_up_at:
+                    retry_at = None
+            # Written by the loop with the others that ended meanwhile (``_sent`` wakes it).
+            self._outcomes.append(Outcome(row, now, error, retry_at))
+        finally:
+            self._breaker.abandoned(row.id)  # a probe that ended in none of the above
+
+    def _tell_breaker(self, row: Claimed, error: str | None, receiver_failed: bool) -> None:
         if not receiver_failed:
             if self._breaker.state is not State.CLOSED:
                 logger.info("webhook receiver answers again: sending resumes")
-            self._breaker.answered()
+            self._breaker.answered(row.id)
             metrics.webhook_receiver_failing(False)
-        elif self._breaker.failed(probe=probe):
+        elif self._breaker.failed(row.id):
+            pause_s = self._breaker.reopens_in() or 0.0
             logger.warning(
-                "webhook receiver failing (%s): sending paused for %.0f s, then one probe",
+                "webhook receiver failing (%s): sending paused for %g s, then one probe",
                 error,
-                self._breaker.reopens_in() or 0.0,
+                pause_s,
             )
             metrics.webhook_receiver_failing(True)
-            self._wake_after(self._breaker.reopens_in())
-        now = self._clock()
-        retry_at: datetime | None = None
-        if error is not None:
-            retry_at = now + timedelta(seconds=backoff_s(row.attempts, self._rng))
-            if retry_at > row.give_up_at:
-                retry_at = None
-        # Written by the loop with the others that ended meanwhile (``_sent`` wakes it).
-        self._outcomes.append(Outcome(row, now, error, retry_at))
+            asyncio.get_running_loop().call_later(pause_s, self._wake.set)
 
     async def _record_outcomes(self) -> None:
         """Write the outcomes of the sends that ended since the last time, in one
@@ -263,6 +276,11 @@ class Dispatcher:
         try:
             async with self._db.transaction() as db:
                 await deliveries.record_outcomes(db, outcomes)
+        except asyncio.CancelledError:
+            # A pause in the middle of the write: ``stop`` writes them (again: the guard
+            # makes a second write of the same attempt a no-op).
+            self._outcomes[:0] = outcomes
+            raise
         except Exception as exc:
             # Their leases run out and the rows are sent again: at least once, not exactly
             # once.
@@ -278,25 +296,30 @@ class Dispatcher:
         )
         for outcome, count in counted.items():
             metrics.webhook_outcome(outcome, count)
-        for o in outcomes:
-            if o.error is not None and o.retry_at is None:
-                logger.warning(
-                    "webhook %s is dead after %d attempts: %s", o.row.id, o.row.attempts, o.error
-                )
-        retries = [o.retry_at for o in outcomes if o.retry_at is not None]
-        if retries:
-            delay = (min(retries) - self._clock()).total_seconds()
+        if dead := [o for o in outcomes if o.error is not None and o.retry_at is None]:
+            # One line, not one per row: a backlog of expired offers dies all at once.
+            logger.warning(
+                "%d webhooks dead, e.g. %s after %d attempts: %s",
+                len(dead),
+                dead[0].row.id,
+                dead[0].row.attempts,
+                dead[0].error,
+            )
+        now = self._clock()
+        for retry_at in {o.retry_at for o in outcomes if o.retry_at is not None}:
+            delay = (retry_at - now).total_seconds()
             asyncio.get_running_loop().call_later(max(delay, 0.0), self._wake.set)
 
     async def _post(self, row: Claimed) -> tuple[str | None, bool]:
         """One attempt: None on a 2xx, else why not (never the response's body); and
-        whether the failure is the receiver's rather than this webhook's (for the breaker)."""
-        body = row.body()
-        headers = {
-            "content-type": "application/json",
-            SIGNATURE_HEADER: sign(self._secret, body, int(time.time())),
-        }
+        whether the failure is the receiver's rather than this webhook's (for the breaker:
+        no answer, a connection error or an error of our own sending, a 5xx, a 429)."""
         try:
+            body = row.body()
+            headers = {
+                "content-type": "application/json",
+                SIGNATURE_HEADER: sign(self._secret, body, int(time.time())),
+            }
             # A bound on the whole exchange: httpx's timeout is per read, and a receiver
             # trickling bytes would otherwise hold the slot for as long as it likes.
             async with asyncio.timeout(self._timeout_s):
@@ -317,11 +340,16 @@ class Dispatcher:
             return None, False
         return f"HTTP {status}", status >= 500 or status == 429
 
-    async def _update_stats(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Every ``STATS_EVERY_S``: rows past their give-up time are marked dead (the
+        breaker may be holding them), and the queue's metrics."""
         if time.monotonic() - self._stats_at < STATS_EVERY_S:
             return
         self._stats_at = time.monotonic()
         async with self._db.transaction() as db:
+            if gave_up := await deliveries.give_up_overdue(db, self._clock()):
+                metrics.webhook_outcome("dead", gave_up)
+                logger.warning("%d webhooks dead: %s", gave_up, deliveries.GAVE_UP)
             depth, oldest = await deliveries.queue_stats(db)
         age = 0.0 if oldest is None else max(0.0, (self._clock() - oldest).total_seconds())
         metrics.webhook_queue(depth, age)
