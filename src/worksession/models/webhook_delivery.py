@@ -53,6 +53,10 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    """When the dispatcher (or an operator) last moved it: not when a later chat message
+    merged into it, which changes only ``seq`` and ``occurred_at``, none of them indexed, so
+    that the merge of every message into an open row is a HOT update, with no index entry
+    to add."""
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (

@@ -286,11 +286,15 @@ _INSERT_WEBHOOKS: Final = (
     _WEBHOOK_INSERT.inserting
     + " ON CONFLICT (coalesce_key) WHERE status = 'pending' AND first_sent_at IS NULL"
     " AND coalesce_key IS NOT NULL DO UPDATE SET seq = excluded.seq,"
-    " occurred_at = excluded.occurred_at, updated_at = excluded.updated_at"
+    " occurred_at = excluded.occurred_at"
 )
+# One backward probe of (coalesce_key, first_sent_at) per key: a max() grouped by key read
+# every row the conversation ever made (one per quiet window or re-check, a week of them).
 _LAST_CHAT_WEBHOOKS: Final = (
-    "SELECT coalesce_key, max(first_sent_at) FROM webhook_deliveries"
-    " WHERE coalesce_key = ANY($1::text[]) GROUP BY coalesce_key"
+    "SELECT k.key, (SELECT w.first_sent_at FROM webhook_deliveries w"
+    " WHERE w.coalesce_key = k.key AND w.first_sent_at IS NOT NULL"
+    " ORDER BY w.first_sent_at DESC LIMIT 1)"
+    " FROM unnest($1::text[]) AS k(key)"
 )
 _SWEEP_WEBHOOKS: Final = (
     "DELETE FROM webhook_deliveries WHERE (status IN ('delivered', 'skipped')"

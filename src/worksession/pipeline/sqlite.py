@@ -82,7 +82,6 @@ _INSERT_WEBHOOKS: Final = (statement := upsert(_WEBHOOKS)).on_conflict_do_update
     set_={
         "seq": statement.excluded.seq,
         "occurred_at": statement.excluded.occurred_at,
-        "updated_at": statement.excluded.updated_at,
     },
 )
 _ORDER_COLUMNS: Final = tuple(OrderRow.__dataclass_fields__)
