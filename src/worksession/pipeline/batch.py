@@ -154,8 +154,22 @@ async def flush(tx: Transaction, world: World, now: datetime) -> list[Swept]:
     await tx.set_flags(changes.flags, now)
     if changes.webhooks:
         webhooks = coalesced(changes.webhooks)
-        keys = sorted({w.coalesce_key for w in webhooks if w.coalesce_key is not None})
-        last_sent = await tx.last_chat_webhooks(keys) if keys else {}
-        window = world.policy.webhook_chat_window
-        await tx.insert_webhooks(first_due(webhooks, last_sent, window), now)
+        added = await tx.insert_webhooks(webhooks, now)
+        # The coalescing window only decides when a chat webhook that opened with this batch
+        # is due: one that merged into an open row keeps that row's due time. Looked up
+        # after the insert, so a chat message between people in a conversation (nearly
+        # always a merge) costs one statement for its webhook, not two.
+        opened = [w for w in webhooks if w.coalesce_key is not None and w.id in added]
+        if opened:
+            keys = sorted({w.coalesce_key for w in opened if w.coalesce_key is not None})
+            last_sent = await tx.last_chat_webhooks(keys)
+            window = world.policy.webhook_chat_window
+            due = first_due(opened, last_sent, window)
+            await tx.delay_webhooks(
+                [
+                    d
+                    for d, w in zip(due, opened, strict=True)
+                    if d.next_attempt_at != w.next_attempt_at
+                ]
+            )
     return [await tx.sweep(sweep) for sweep in changes.sweeps]

@@ -287,7 +287,11 @@ _INSERT_WEBHOOKS: Final = (
     + " ON CONFLICT (coalesce_key) WHERE status = 'pending' AND first_sent_at IS NULL"
     " AND coalesce_key IS NOT NULL DO UPDATE SET seq = excluded.seq,"
     " occurred_at = excluded.occurred_at"
+    # A merged row answers with the open row's id, not the one proposed.
+    " RETURNING id"
 )
+_DELAY_SHAPE: Final = _Rows(Base.metadata.tables["webhook_deliveries"], ("id", "next_attempt_at"))
+_DELAY_WEBHOOKS: Final = _DELAY_SHAPE.updating
 # One backward probe of (coalesce_key, first_sent_at) per key: a max() grouped by key read
 # every row the conversation ever made (one per quiet window or re-check, a week of them).
 _LAST_CHAT_WEBHOOKS: Final = (
@@ -502,13 +506,20 @@ class PostgresTransaction:
         records = await self._c.fetch(_LAST_CHAT_WEBHOOKS, list(keys))
         return {r[0]: r[1] for r in records if r[1] is not None}
 
-    async def insert_webhooks(self, rows: Sequence[WebhookRow], now: datetime) -> None:
+    async def insert_webhooks(self, rows: Sequence[WebhookRow], now: datetime) -> set[uuid.UUID]:
+        if not rows:
+            return set()
+        values = [
+            (*(getattr(r, f) for f in WebhookRow.__dataclass_fields__), "pending", 0, now, now)
+            for r in rows
+        ]
+        records = await self._c.fetch(_INSERT_WEBHOOKS, *_WEBHOOK_INSERT.arrays(values))
+        return {r[0] for r in records} & {r.id for r in rows}
+
+    async def delay_webhooks(self, rows: Sequence[WebhookRow]) -> None:
         if rows:
-            values = [
-                (*(getattr(r, f) for f in WebhookRow.__dataclass_fields__), "pending", 0, now, now)
-                for r in rows
-            ]
-            await self._c.execute(_INSERT_WEBHOOKS, *_WEBHOOK_INSERT.arrays(values))
+            values = [(r.id, r.next_attempt_at) for r in rows]
+            await self._c.execute(_DELAY_WEBHOOKS, *_DELAY_SHAPE.arrays(values))
 
     async def _rows(self, statement: str, shape: _Rows, rows: Sequence[Any]) -> None:
         """``statement`` over ``rows``, dataclasses whose fields include ``shape``'s columns."""

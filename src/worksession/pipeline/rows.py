@@ -190,9 +190,10 @@ class Policy:
     webhooks: bool = False
     """Whether batches write webhooks to the outbox (``WORKSESSION_WEBHOOK_URL`` is set)."""
     webhook_chat_window: timedelta = timedelta(seconds=30)
-    """At most one chat webhook per recipient and session per this window (rarely two when
-    a dispatcher's claim commits between the batch's ``last_chat_webhooks`` and its
-    ``insert_webhooks``; docs/webhooks.md)."""
+    """At most one chat webhook per recipient and session per this window (docs/webhooks.md):
+    the batch writes its webhooks first and reads the window after, so a dispatcher's claim
+    committed meanwhile is seen, and one still in flight holds the row the batch merges
+    into (or makes it wait)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:

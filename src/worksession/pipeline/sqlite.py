@@ -84,6 +84,11 @@ _INSERT_WEBHOOKS: Final = (statement := upsert(_WEBHOOKS)).on_conflict_do_update
         "occurred_at": statement.excluded.occurred_at,
     },
 )
+_DELAY_WEBHOOKS: Final = (
+    update(_WEBHOOKS)
+    .where(_WEBHOOKS.c.id == bindparam("k_id"))
+    .values(next_attempt_at=bindparam("next_attempt_at"))
+)
 _ORDER_COLUMNS: Final = tuple(OrderRow.__dataclass_fields__)
 _OFFER_COLUMNS: Final = tuple(OfferRow.__dataclass_fields__)
 _LIVE: Final = [s.value for s in LIVE_STATES]
@@ -445,19 +450,38 @@ class SqliteTransaction:
         # max() keeps the column's type: the values come back as aware datetimes.
         return {key: sent for key, sent in records if sent is not None}
 
-    async def insert_webhooks(self, rows: Sequence[WebhookRow], now: datetime) -> None:
+    async def insert_webhooks(self, rows: Sequence[WebhookRow], now: datetime) -> set[uuid.UUID]:
+        if not rows:
+            return set()
+        # The batch holds SQLite's one write lock: what is open now is what merges.
+        keys = [r.coalesce_key for r in rows if r.coalesce_key is not None]
+        open_keys: set[str] = set()
+        if keys:
+            found = await self._all(
+                select(_WEBHOOKS.c.coalesce_key).where(
+                    OPEN_CHAT_SQL, _WEBHOOKS.c.coalesce_key.in_(keys)
+                )
+            )
+            open_keys = {key for (key,) in found}
+        values = [
+            {
+                **{f: getattr(r, f) for f in _WEBHOOK_FIELDS},
+                "status": "pending",
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for r in rows
+        ]
+        await self._c.execute(_INSERT_WEBHOOKS, values)
+        return {r.id for r in rows if r.coalesce_key not in open_keys}
+
+    async def delay_webhooks(self, rows: Sequence[WebhookRow]) -> None:
         if rows:
-            values = [
-                {
-                    **{f: getattr(r, f) for f in _WEBHOOK_FIELDS},
-                    "status": "pending",
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for r in rows
-            ]
-            await self._c.execute(_INSERT_WEBHOOKS, values)
+            await self._c.execute(
+                _DELAY_WEBHOOKS,
+                [{"k_id": r.id, "next_attempt_at": r.next_attempt_at} for r in rows],
+            )
 
     async def _insert(self, table: Table, columns: Sequence[str], rows: Sequence[Any]) -> None:
         if rows:

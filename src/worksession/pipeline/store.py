@@ -140,10 +140,14 @@ class Transaction(Protocol):
         one did."""
         ...
 
-    async def insert_webhooks(self, rows: Sequence[WebhookRow], now: datetime) -> None:
+    async def insert_webhooks(self, rows: Sequence[WebhookRow], now: datetime) -> set[uuid.UUID]:
         """Add the rows to the outbox; a chat row whose recipient and session already have
         one nobody tried to send yet merges into it instead (its seq and time replace the
-        waiting row's)."""
+        waiting row's, its due time stays). Returns the ids of the rows added, not merged."""
+        ...
+
+    async def delay_webhooks(self, rows: Sequence[WebhookRow]) -> None:
+        """Set the due time (``next_attempt_at``) of these rows, added by this batch."""
         ...
 
     async def sweep(self, sweep: Sweep) -> Swept:
