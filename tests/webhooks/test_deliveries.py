@@ -110,3 +110,25 @@ async def test_the_probe_claims_a_row_never_tried_before_older_retries(db: Datab
         await s.execute(update(W).where(W.user_id == "p-new").values(next_attempt_at=NOW))
         (oldest,) = await deliveries.claim(s, now=NOW, lease_until=NOW + LEASE, limit=1)
     assert oldest.user_id == "p-retried"
+
+
+async def test_a_pass_looks_at_the_oldest_due_only_and_the_next_pass_goes_on(
+    db: Database,
+) -> None:
+    await write_work_requests(db, "p-first", "p-second")
+    async with db.transaction() as s:
+        await s.execute(update(W).values(give_up_at=NOW - timedelta(seconds=1)))
+        await s.execute(
+            update(W)
+            .where(W.user_id == "p-first")
+            .values(next_attempt_at=NOW - timedelta(seconds=10))
+        )
+    async with db.transaction() as s:
+        assert await deliveries.give_up_overdue(s, NOW, oldest=1) == 1
+    assert {u: r.status for u, r in (await by_user(db)).items()} == {
+        "p-first": "dead",
+        "p-second": "pending",
+    }
+    async with db.transaction() as s:
+        assert await deliveries.give_up_overdue(s, NOW, oldest=1) == 1
+    assert {r.status for r in (await by_user(db)).values()} == {"dead"}

@@ -92,16 +92,27 @@ async def claim(
     limit: int,
     untried_first: bool = False,
 ) -> list[Claimed]:
-    """Up to ``limit`` due rows, oldest due first (``untried_first``: those never
-    attempted before the others; the breaker's probe), each leased until ``lease_until``."""
-    order = (W.attempts, W.next_attempt_at) if untried_first else (W.next_attempt_at,)
+    """Up to ``limit`` due rows, oldest due first, each leased until ``lease_until``.
+    ``untried_first`` (the breaker's probe): a row never attempted, if one is due."""
+    if untried_first:
+        untried = await _claim(db, now, lease_until, limit, W.attempts == 0)
+        if untried:
+            return untried
+    return await _claim(db, now, lease_until, limit)
+
+
+async def _claim(
+    db: AsyncSession, now: datetime, lease_until: datetime, limit: int, *only: Any
+) -> list[Claimed]:
+    # Both forms walk the due index in order and stop at ``limit``: an ORDER BY attempts
+    # would sort the whole backlog, which a long outage makes millions of rows.
     due = (
         select(W.id)
         # The partial index's own predicate, as SQL text: a bound 'pending' would not let
         # PostgreSQL use that index once it plans the prepared statement generically, and
         # the table holds a week of delivered rows.
-        .where(PENDING_SQL, W.next_attempt_at <= now)
-        .order_by(*order)
+        .where(PENDING_SQL, W.next_attempt_at <= now, *only)
+        .order_by(W.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -125,16 +136,30 @@ async def claim(
 GAVE_UP = "not sent before its give-up time"
 
 
-async def give_up_overdue(db: AsyncSession, now: datetime, limit: int = 500) -> int:
-    """Mark dead the due rows past their give-up time, without sending them (while the
-    breaker holds the queue, nothing else would: a ``work_request`` whose offer expired
-    meanwhile is noise, and a row 24 hours old must be dead, not swept as abandoned).
-    Leased rows are left to their attempt. Returns how many."""
+async def give_up_overdue(db: AsyncSession, now: datetime, oldest: int = 5000) -> int:
+    """Mark dead the rows past their give-up time among the ``oldest`` due, without
+    sending them (while the breaker holds the queue, nothing else would: a
+    ``work_request`` whose offer expired meanwhile is noise, and a row 24 hours old must be
+    dead, not swept as abandoned). Leased rows are left to their attempt. Returns how many.
+
+    Only the oldest due: the rows that expire first are mostly the oldest, a few thousand
+    a pass clears a backlog in turn, and a scan of every due row would read the whole
+    backlog every pass. A row that gives up behind them is still never sent: the
+    dispatcher checks the give-up time of each row it claims."""
+    oldest_due = (
+        select(W.id, W.give_up_at)
+        .where(PENDING_SQL, W.next_attempt_at <= now)
+        .order_by(W.next_attempt_at)
+        .limit(oldest)
+        .subquery()
+    )
     overdue = (
         select(W.id)
-        .where(PENDING_SQL, W.next_attempt_at <= now, W.give_up_at <= now)
-        .order_by(W.next_attempt_at)
-        .limit(limit)
+        .where(
+            W.id.in_(select(oldest_due.c.id).where(oldest_due.c.give_up_at <= now)),
+            PENDING_SQL,
+            W.next_attempt_at <= now,
+        )
         .with_for_update(skip_locked=True)
     )
     result = await db.execute(

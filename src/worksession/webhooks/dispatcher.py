@@ -269,7 +269,7 @@ class Dispatcher:
 
     async def _record_outcomes(self) -> None:
         """Write the outcomes of the sends that ended since the last time, in one
-        transaction, then count them and set the wake-up for the earliest retry."""
+        transaction, then count them and set a wake-up for each retry's time."""
         if not self._outcomes:
             return
         outcomes, self._outcomes = self._outcomes, []
