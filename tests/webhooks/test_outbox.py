@@ -4,14 +4,20 @@ id), and chat coalesced per recipient and session."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
+import pytest
 from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
 
+from tests.conftest import PG_URL
 from tests.pipeline_run import NOW, policy, run
 from worksession.geo import Fix
 from worksession.kit.db import Database
@@ -20,6 +26,7 @@ from worksession.pipeline import commands as c
 from worksession.pipeline.rows import Policy
 from worksession.webhooks import deliveries
 from worksession.webhooks.deliveries import Claimed
+from worksession.webhooks.dispatcher import Dispatcher
 from worksession.webhooks.outbox import RETRY_FOR, WEBHOOK_TYPES
 
 ON = dataclasses.replace(policy(), webhooks=True, webhook_chat_window=timedelta(seconds=30))
@@ -243,7 +250,63 @@ async def test_a_held_chat_webhook_superseded_by_a_newer_open_one_is_skipped(
         await deliveries.recheck_later(s, [held], NOW, NOW + timedelta(seconds=45))
     chat = {r.id: r for r in await rows(db) if r.type == "chat_message"}
     assert chat[held.id].status == "skipped"
-    assert [r.status for i, r in chat.items() if i != held.id] == ["pending"]
+    (newer,) = [r for i, r in chat.items() if i != held.id]
+    # It takes the held one's place in the re-check: due then, online then, and the 30 s
+    # window it got from the held one's claim is void (nothing went out).
+    assert (newer.status, newer.next_attempt_at, newer.online_at) == (
+        "pending",
+        NOW + timedelta(seconds=45),
+        NOW,
+    )
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs WORKSESSION_TEST_DATABASE_URL (CI sets it)")
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_a_re_check_racing_a_batch_that_opens_a_newer_row_settles_on_the_newer(
+    db: Database,
+) -> None:
+    # Only PostgreSQL has a second writer: a batch inserts the newer open row and has not
+    # committed when the re-check looks for one, so the re-check's re-open meets it in the
+    # unique index, waits, and fails once the batch commits. The dispatcher's second try
+    # sees the newer row and skips the held one in its favour.
+    sid = await session_of(db, "s-12", "p-12", NOW)
+    await step(db, c.SendMessage(sid, c.Actor("s-12", "seeker"), "first"), NOW)
+    held = await _claim_chat(db, NOW)
+    batch = await asyncpg.connect(
+        make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        await batch.execute("BEGIN")
+        await batch.execute(
+            "INSERT INTO webhook_deliveries (id, type, user_id, user_type, work_id,"
+            " session_id, seq, occurred_at, coalesce_key, status, attempts, next_attempt_at,"
+            " give_up_at, created_at, updated_at)"
+            " SELECT $1, type, user_id, user_type, work_id, session_id, seq + 1, occurred_at,"
+            " coalesce_key, 'pending', 0, next_attempt_at, give_up_at, created_at, updated_at"
+            " FROM webhook_deliveries WHERE id = $2",
+            uuid.uuid4(),
+            held.id,
+        )
+        dispatcher = Dispatcher(
+            db, url="http://127.0.0.1:9/", secret="s", timeout_s=1.0, online=nobody_online
+        )
+        holding = asyncio.ensure_future(dispatcher._hold([held], []))
+        await asyncio.sleep(0.5)
+        assert not holding.done()  # waiting on the batch's row in the unique index
+        await batch.execute("COMMIT")
+        await asyncio.wait_for(holding, 10)
+        await dispatcher.stop()
+    finally:
+        await batch.close()
+    chat = {r.id: r for r in await rows(db) if r.type == "chat_message"}
+    assert chat[held.id].status == "skipped"
+    (newer,) = [r for i, r in chat.items() if i != held.id]
+    assert newer.status == "pending"
+    assert newer.online_at is not None
+
+
+async def nobody_online(users: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    return set()
 
 
 async def test_the_sweep_removes_finished_webhooks_after_their_retention(db: Database) -> None:

@@ -305,6 +305,7 @@ _SWEEP_WEBHOOKS: Final = (
     " AND updated_at <= $1) OR (status = 'dead' AND updated_at <= $2)"
     " OR (status = 'pending' AND give_up_at <= $3)"
 )
+_BEGIN: Final = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _SWEEP_MESSAGES: Final = "DELETE FROM chat_messages WHERE expires_at <= $1"
 # The WHERE clauses repeat the partial indexes' predicates word for word, which is what
 # lets the planner use them. A session's messages go with it even if one missed its expiry.
@@ -576,11 +577,13 @@ class PostgresStore:
         """BEGIN on the held connection, or on a new one if the held one has gone bad
         while it idled (the server ended it: asyncpg then refuses any operation)."""
         # BEGIN and COMMIT as plain statements: asyncpg's Transaction object costs more
-        # than the round trip itself, for nothing used here (no savepoints).
+        # than the round trip itself, for nothing used here (no savepoints). The level is
+        # named: the batches' locking and the chat window's read after its insert rely on
+        # READ COMMITTED, whatever a database's default_transaction_isolation says.
         connection = self._connection
         if connection is not None and not connection.is_closed():
             try:
-                await connection.execute("BEGIN")
+                await connection.execute(_BEGIN)
                 return connection
             except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError):
                 self._drop(connection)
@@ -590,7 +593,7 @@ class PostgresStore:
                 self._drop(connection)
         connection = self._connection = await self._connect()
         try:
-            await connection.execute("BEGIN")
+            await connection.execute(_BEGIN)
         except BaseException:
             self._drop(connection)
             raise

@@ -191,9 +191,9 @@ class Policy:
     """Whether batches write webhooks to the outbox (``WORKSESSION_WEBHOOK_URL`` is set)."""
     webhook_chat_window: timedelta = timedelta(seconds=30)
     """At most one chat webhook per recipient and session per this window (docs/webhooks.md):
-    the batch writes its webhooks first and reads the window after, so a dispatcher's claim
-    committed meanwhile is seen, and one still in flight holds the row the batch merges
-    into (or makes it wait)."""
+    the batch writes its webhooks first and reads the window after. A claim in flight on
+    the open row makes the batch's insert wait, then insert a new row and see the claim in
+    the window; if the batch's merge locks the row first, the claim skips it."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:

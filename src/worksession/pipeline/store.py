@@ -143,7 +143,8 @@ class Transaction(Protocol):
     async def insert_webhooks(self, rows: Sequence[WebhookRow], now: datetime) -> set[uuid.UUID]:
         """Add the rows to the outbox; a chat row whose recipient and session already have
         one nobody tried to send yet merges into it instead (its seq and time replace the
-        waiting row's, its due time stays). Returns the ids of the rows added, not merged."""
+        waiting row's, its due time stays). At most one row per ``coalesce_key`` (the
+        batch's ``coalesced``). Returns the ids of the rows added, not merged."""
         ...
 
     async def delay_webhooks(self, rows: Sequence[WebhookRow]) -> None:

@@ -30,7 +30,7 @@ from worksession.eventlog.outbox import dumps
 from worksession.kit.clock import isoformat_z
 from worksession.kit.sqltypes import UTCDateTime
 from worksession.models import WebhookDelivery as W
-from worksession.models.webhook_delivery import PENDING_SQL
+from worksession.models.webhook_delivery import OPEN_CHAT_SQL, PENDING_SQL
 from worksession.webhooks.outbox import RETRY_FOR
 from worksession.webhooks.schemas import DeliveryStatus, DeliveryView
 
@@ -281,6 +281,13 @@ async def recheck_later(
         )
         if not await _update(db, and_(_ours(row), ~newer_open), values):
             await skipped(db, [row], now)
+            # The newer row takes this one's place in the re-check. A window it may have
+            # been given from this claim's first_sent_at is void: nothing went out.
+            await _update(
+                db,
+                and_(W.coalesce_key == row.coalesce_key, OPEN_CHAT_SQL, W.id != row.id),
+                {"next_attempt_at": recheck_at, "online_at": now, "updated_at": now},
+            )
 
 
 async def _update(db: AsyncSession, where: Any, values: dict[str, Any]) -> bool:
@@ -335,6 +342,9 @@ async def retry_dead(
             attempts=0,
             next_attempt_at=now,
             give_up_at=now + RETRY_FOR,
+            # Never open again (later messages do not merge into it, and a newer open row
+            # of the same chat cannot clash with it): one that died unsent has none yet.
+            first_sent_at=func.coalesce(W.first_sent_at, now),
             updated_at=now,
         )
         .returning(W.id)

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 import httpx
+from sqlalchemy.exc import IntegrityError
 
 from worksession import __version__
 from worksession.eventlog.outbox import user_channel
@@ -212,12 +213,13 @@ class Dispatcher:
             # The first time: perhaps a dead socket, look again later. The second: skipped.
             recheck = [row for row in held if row.online_at is None]
             skipped = [row for row in held if row.online_at is not None]
-            now = self._clock()
-            async with self._db.transaction() as db:
-                if recheck:
-                    await deliveries.recheck_later(db, recheck, now, now + self._recheck)
-                if skipped:
-                    await deliveries.skipped(db, skipped, now)
+            try:
+                await self._hold(recheck, skipped)
+            except Exception as exc:
+                # Held rows stay leased and are claimed again after the lease; the others
+                # go out now all the same.
+                logger.warning("webhooks held for presence not recorded (%s)", type(exc).__name__)
+                return [row for row in rows if (row.user_type, row.user_id) not in online]
             if recheck:
                 metrics.webhook_outcome("online_recheck", len(recheck))
                 delay = self._recheck.total_seconds()
@@ -225,6 +227,23 @@ class Dispatcher:
             if skipped:
                 metrics.webhook_outcome("skipped_online", len(skipped))
         return [row for row in rows if (row.user_type, row.user_id) not in online]
+
+    async def _hold(self, recheck: list[Claimed], skipped: list[Claimed]) -> None:
+        for attempt in (1, 2):
+            now = self._clock()
+            try:
+                async with self._db.transaction() as db:
+                    if recheck:
+                        await deliveries.recheck_later(db, recheck, now, now + self._recheck)
+                    if skipped:
+                        await deliveries.skipped(db, skipped, now)
+                return
+            except IntegrityError:
+                # Re-opening a chat webhook met a newer open one of the same chat, inserted
+                # by a batch that had not committed when we looked: it has now, so the
+                # second try sees it and skips ours in its favour.
+                if attempt == 2:
+                    raise
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
