@@ -339,3 +339,29 @@ async def test_a_work_request_is_given_up_when_its_offer_expires(db: Database) -
     assert NOW < offer_expires < NOW + RETRY_FOR
     assert found["work_request"].give_up_at == offer_expires
     assert found["work_rejected"].give_up_at == NOW + RETRY_FOR
+
+
+async def test_a_chat_webhook_that_died_unsent_comes_back_closed_beside_a_newer_open_one(
+    db: Database,
+) -> None:
+    sid = await session_of(db, "s-13", "p-13", NOW)
+    sender = c.Actor("s-13", "seeker")
+    await step(db, c.SendMessage(sid, sender, "first"), NOW)
+    (dead,) = [r for r in await rows(db) if r.type == "chat_message"]
+    async with db.transaction() as s:
+        # Past its give-up time before anyone claimed it: dead, never sent.
+        await s.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == dead.id)
+            .values(give_up_at=NOW - timedelta(seconds=1))
+        )
+        assert await deliveries.give_up_overdue(s, NOW) == 1
+    await step(db, c.SendMessage(sid, sender, "second"), NOW)  # a newer open row
+    async with db.transaction() as s:
+        view, retried = await deliveries.retry_dead(s, dead.id, NOW)
+    assert retried
+    assert view is not None
+    assert view.status == "pending"
+    chat = {r.id: r for r in await rows(db) if r.type == "chat_message"}
+    assert chat[dead.id].first_sent_at == NOW  # not open: later messages do not merge in
+    assert len(chat) == 2
