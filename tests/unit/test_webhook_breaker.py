@@ -31,6 +31,14 @@ def open_it(breaker: Breaker) -> None:
     assert breaker.state is State.OPEN
 
 
+def probe_out(breaker: Breaker, clock: Clock, probe: str) -> None:
+    """Opened, its first cool-down over, and this probe sent."""
+    open_it(breaker)
+    clock.now += 1.0
+    assert breaker.state is State.HALF_OPEN
+    breaker.probing(probe)
+
+
 def test_closed_it_offers_every_free_slot(breaker: Breaker) -> None:
     assert breaker.state is State.CLOSED
     assert breaker.slots(32, 0) == 32
@@ -116,9 +124,7 @@ def test_a_late_answer_from_before_it_opened_closes_it(breaker: Breaker) -> None
 def test_a_probe_failing_after_a_late_answer_closed_it_counts_as_one_failure(
     breaker: Breaker, clock: Clock
 ) -> None:
-    open_it(breaker)
-    clock.now += 1.0
-    breaker.probing("p")
+    probe_out(breaker, clock, "p")
     breaker.answered("sent-before")  # closed meanwhile
     assert not breaker.failed("p")  # one failure of three, not a probe's verdict
     assert breaker.state is State.CLOSED
@@ -127,9 +133,7 @@ def test_a_probe_failing_after_a_late_answer_closed_it_counts_as_one_failure(
 def test_a_late_failure_while_half_open_does_not_free_a_second_probe(
     breaker: Breaker, clock: Clock
 ) -> None:
-    open_it(breaker)
-    clock.now += 1.0
-    breaker.probing("p")
+    probe_out(breaker, clock, "p")
     # A send from before the opening fails while the probe is out: that is news about the
     # receiver too (open again), and never a second probe beside the first.
     assert breaker.failed("sent-before")
@@ -144,9 +148,7 @@ def test_a_late_failure_while_half_open_does_not_free_a_second_probe(
 def test_a_probe_that_ends_without_news_frees_the_place_of_the_next(
     breaker: Breaker, clock: Clock
 ) -> None:
-    open_it(breaker)
-    clock.now += 1.0
-    breaker.probing("p")
+    probe_out(breaker, clock, "p")
     breaker.abandoned("other")
     assert breaker.slots(32, 0) == 0
     breaker.abandoned("p")  # cancelled, or not sent: past its give-up time

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 
-from tests.conftest import PG_URL
+from tests.conftest import NEEDS_PG_URL, PG_URL
 from tests.pipeline_run import NOW, policy, run
 from worksession.geo import Fix
 from worksession.kit.db import Database
@@ -237,6 +237,14 @@ async def test_a_chat_webhook_held_for_a_re_check_takes_later_messages(db: Datab
     assert waiting.online_at is None
 
 
+async def skipped_for_a_newer(db: Database, held: Claimed) -> WebhookDelivery:
+    """The held chat webhook is skipped; returns the one newer row of its chat."""
+    chat = {r.id: r for r in await rows(db) if r.type == "chat_message"}
+    assert chat[held.id].status == "skipped"
+    (newer,) = [r for i, r in chat.items() if i != held.id]
+    return newer
+
+
 async def test_a_held_chat_webhook_superseded_by_a_newer_open_one_is_skipped(
     db: Database,
 ) -> None:
@@ -248,9 +256,7 @@ async def test_a_held_chat_webhook_superseded_by_a_newer_open_one_is_skipped(
     await step(db, c.SendMessage(sid, sender, "second"), NOW)
     async with db.transaction() as s:
         await deliveries.recheck_later(s, [held], NOW, NOW + timedelta(seconds=45))
-    chat = {r.id: r for r in await rows(db) if r.type == "chat_message"}
-    assert chat[held.id].status == "skipped"
-    (newer,) = [r for i, r in chat.items() if i != held.id]
+    newer = await skipped_for_a_newer(db, held)
     # It takes the held one's place in the re-check: due then, online then, and the 30 s
     # window it got from the held one's claim is void (nothing went out).
     assert (newer.status, newer.next_attempt_at, newer.online_at) == (
@@ -260,7 +266,7 @@ async def test_a_held_chat_webhook_superseded_by_a_newer_open_one_is_skipped(
     )
 
 
-@pytest.mark.skipif(not PG_URL, reason="needs WORKSESSION_TEST_DATABASE_URL (CI sets it)")
+@pytest.mark.skipif(not PG_URL, reason=NEEDS_PG_URL)
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 async def test_a_re_check_racing_a_batch_that_opens_a_newer_row_settles_on_the_newer(
     db: Database,
@@ -298,9 +304,7 @@ async def test_a_re_check_racing_a_batch_that_opens_a_newer_row_settles_on_the_n
         await dispatcher.stop()
     finally:
         await batch.close()
-    chat = {r.id: r for r in await rows(db) if r.type == "chat_message"}
-    assert chat[held.id].status == "skipped"
-    (newer,) = [r for i, r in chat.items() if i != held.id]
+    newer = await skipped_for_a_newer(db, held)
     assert newer.status == "pending"
     assert newer.online_at is not None
 

@@ -31,6 +31,7 @@ from worksession.eventlog.events import LoggedEvent
 from worksession.kit.db import is_database_unavailable
 from worksession.kit.sqltypes import UTCDateTime
 from worksession.models import Base
+from worksession.models.webhook_delivery import OPEN_CHAT_SQL
 from worksession.models.work_order import PERSONAL_COLUMNS as ORDER_PERSONAL_COLUMNS
 from worksession.models.work_order import TO_ERASE_SQL as ORDERS_TO_ERASE
 from worksession.models.work_session import PERSONAL_COLUMNS as SESSION_PERSONAL_COLUMNS
@@ -283,9 +284,8 @@ _WEBHOOK_INSERT: Final = _Rows(
 # The conflict target repeats the partial unique index's predicate, which is what makes
 # PostgreSQL pick that index as the arbiter.
 _INSERT_WEBHOOKS: Final = (
-    _WEBHOOK_INSERT.inserting
-    + " ON CONFLICT (coalesce_key) WHERE status = 'pending' AND first_sent_at IS NULL"
-    " AND coalesce_key IS NOT NULL DO UPDATE SET seq = excluded.seq,"
+    _WEBHOOK_INSERT.inserting + f" ON CONFLICT (coalesce_key) WHERE {OPEN_CHAT_SQL.text}"
+    " DO UPDATE SET seq = excluded.seq,"
     " occurred_at = excluded.occurred_at"
     # A merged row answers with the open row's id, not the one proposed.
     " RETURNING id"

@@ -209,24 +209,26 @@ class Dispatcher:
             logger.warning("webhooks: presence unknown (%s); sending", type(exc).__name__)
             return rows
         held = [row for row in rows if (row.user_type, row.user_id) in online]
-        if held:
-            # The first time: perhaps a dead socket, look again later. The second: skipped.
-            recheck = [row for row in held if row.online_at is None]
-            skipped = [row for row in held if row.online_at is not None]
-            try:
-                await self._hold(recheck, skipped)
-            except Exception as exc:
-                # Held rows stay leased and are claimed again after the lease; the others
-                # go out now all the same.
-                logger.warning("webhooks held for presence not recorded (%s)", type(exc).__name__)
-                return [row for row in rows if (row.user_type, row.user_id) not in online]
-            if recheck:
-                metrics.webhook_outcome("online_recheck", len(recheck))
-                delay = self._recheck.total_seconds()
-                asyncio.get_running_loop().call_later(delay, self._wake.set)
-            if skipped:
-                metrics.webhook_outcome("skipped_online", len(skipped))
-        return [row for row in rows if (row.user_type, row.user_id) not in online]
+        to_send = [row for row in rows if (row.user_type, row.user_id) not in online]
+        if not held:
+            return to_send
+        # The first time: perhaps a dead socket, look again later. The second: skipped.
+        recheck = [row for row in held if row.online_at is None]
+        skipped = [row for row in held if row.online_at is not None]
+        try:
+            await self._hold(recheck, skipped)
+        except Exception as exc:
+            # Held rows stay leased and are claimed again after the lease; the others go
+            # out now all the same.
+            logger.warning("webhooks held for presence not recorded (%s)", type(exc).__name__)
+            return to_send
+        if recheck:
+            metrics.webhook_outcome("online_recheck", len(recheck))
+            delay = self._recheck.total_seconds()
+            asyncio.get_running_loop().call_later(delay, self._wake.set)
+        if skipped:
+            metrics.webhook_outcome("skipped_online", len(skipped))
+        return to_send
 
     async def _hold(self, recheck: list[Claimed], skipped: list[Claimed]) -> None:
         for attempt in (1, 2):
@@ -274,8 +276,8 @@ class Dispatcher:
         if not receiver_failed:
             if self._breaker.state is not State.CLOSED:
                 logger.info("webhook receiver answers again: sending resumes")
+                metrics.webhook_receiver_failing(False)
             self._breaker.answered(row.id)
-            metrics.webhook_receiver_failing(False)
         elif self._breaker.failed(row.id):
             pause_s = self._breaker.reopens_in() or 0.0
             logger.warning(
@@ -310,12 +312,11 @@ class Dispatcher:
             else:
                 logger.exception("%d webhook outcomes not recorded", len(outcomes))
             return
-        counted = Counter(
-            "delivered" if o.error is None else "failed" if o.retry_at else "dead" for o in outcomes
-        )
+        # The metric's name for a retry to come is "failed"; the row stays "pending".
+        counted = Counter("failed" if o.status == "pending" else o.status for o in outcomes)
         for outcome, count in counted.items():
             metrics.webhook_outcome(outcome, count)
-        if dead := [o for o in outcomes if o.error is not None and o.retry_at is None]:
+        if dead := [o for o in outcomes if o.status == "dead"]:
             # One line, not one per row: a backlog of expired offers dies all at once.
             logger.warning(
                 "%d webhooks dead, e.g. %s after %d attempts: %s",
